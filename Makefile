@@ -1,0 +1,70 @@
+# Deep Learning for Computer Vision, Part 3 — build everything from solutions/ and book/.
+#   make course     venv + student release + autograder bundle + book   (the main job)
+#   make test       the whole test suite          make test-fast   without the slow tests
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+ASSIGNMENTS := $(patsubst solutions/%/,%,$(sort $(dir $(wildcard solutions/*/*.ipynb))))
+JOBS        ?= 2
+
+.PHONY: help venv course release autograder-bundle book test test-fast bench lock clean
+
+help:
+	@echo "make course            create .venv, generate the student release, the autograder bundles and the book"
+	@echo "make test              run the whole test suite (creates .venv if needed)"
+	@echo "make test-fast         the suite without tests marked slow"
+	@echo "make release           regenerate assignments/ from solutions/ (nbgrader)"
+	@echo "make autograder-bundle build the Gradescope autograder zips into dist/"
+	@echo "make book              build the Jupyter Book into book/_build/html"
+	@echo "make bench             run the benchmarks (not part of make test)"
+	@echo "assignments: $(ASSIGNMENTS)"
+
+# The virtual environment is (re)installed only when the pins change.
+$(STAMP): pyproject.toml requirements-lock.txt
+	@echo "==> creating $(VENV) and installing the pinned environment (about 2 minutes the first time)"
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --disable-pip-version-check "pip>=23" >/dev/null
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -c requirements-lock.txt -e ".[course]"
+	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'ops ok')"
+	@touch $@
+
+venv: $(STAMP)
+
+course: venv release autograder-bundle book
+	@echo "==> course built: assignments/, dist/autograder-*.zip, book/_build/html"
+
+release: venv
+	@echo "==> generating the student release for: $(ASSIGNMENTS)"
+	$(PY) -m autograder release $(ASSIGNMENTS)
+
+autograder-bundle: venv
+	@echo "==> building Gradescope autograder bundles"
+	@for a in $(ASSIGNMENTS); do $(PY) -m autograder bundle --assignment $$a --out dist/autograder-$$a.zip; done
+
+book: venv
+	@if [ -f book/_config.yml ]; then \
+		echo "==> building the book (cached execution)"; \
+		$(VENV)/bin/jupyter-book build book; \
+	else echo "==> book/ has no _config.yml yet: nothing to build"; fi
+
+test: venv
+	$(PY) -m pytest -n $(JOBS)
+
+test-fast: venv
+	$(PY) -m pytest -n $(JOBS) -m "not slow"
+
+bench: venv
+	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then for b in benchmarks/bench_*.py; do $(PY) $$b; done; \
+	else echo "no benchmarks yet"; fi
+
+lock: venv
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements-lock.txt.new
+	mv requirements-lock.txt.new requirements-lock.txt
+
+clean:
+	rm -rf book/_build dist .pytest_cache

@@ -1,0 +1,1 @@
+"""Autograder for the course notebooks: extraction, sandboxed worker, hidden pytest suites."""
