@@ -10,6 +10,7 @@ import os
 import select
 import struct
 import time
+import warnings
 
 import torch
 
@@ -45,7 +46,9 @@ def read_frame(fd: int, deadline: float):
         raise ValueError(f"the worker sent a {n}-byte reply, over the {MAX_FRAME}-byte limit")
     body = _read_exact(fd, n, deadline)
     try:
-        return torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - anything but plain data is refused
         raise ValueError(f"the worker's reply holds something other than plain data ({type(exc).__name__})") from None
 

@@ -10,7 +10,12 @@ from lecture_utils.config import PIP_INSTALL_TARGET
 
 def in_colab() -> bool:
     """True when running inside Google Colab."""
-    return "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
+    if "google.colab" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no `google` package at all
+        return False
 
 
 def setup(quiet: bool = True) -> str:

@@ -1,6 +1,7 @@
 """Plotting helpers shared by the book and the assignments."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -113,7 +114,7 @@ def autograd_edges(output: torch.Tensor, names: Mapping[int, str] | None = None)
         if hasattr(fn, "variable"):
             labels[key] = names.get(id(fn.variable), "leaf")
         else:
-            labels[key] = type(fn).__name__.replace("Backward0", "").replace("Backward", "")
+            labels[key] = re.sub(r"Backward\d*$", "", type(fn).__name__)
         for child, _ in fn.next_functions:
             if child is not None:
                 edges.append((str(id(child)), key))
