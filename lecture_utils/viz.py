@@ -75,6 +75,12 @@ def draw_graph(edges: Sequence[tuple[str, str]], labels: Mapping[str, str] | Non
 
     for n in nodes:
         layer(n)
+    children: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        children[a].append(b)
+    for n in nodes:  # draw each input right before its first consumer
+        if not parents[n] and children[n]:
+            depth[n] = min(depth[c] for c in children[n]) - 1
     columns: dict[int, list[str]] = {}
     for n in nodes:
         columns.setdefault(depth[n], []).append(n)

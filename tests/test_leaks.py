@@ -11,10 +11,14 @@ TEXT_SUFFIXES = {".py", ".ipynb", ".md", ".html", ".txt", ".json", ".yml", ".yam
 SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 
+# Library idioms every PyTorch text shows; a solution line equal to one of them reveals nothing.
+COMMON_IDIOMS = {"optimizer.zero_grad()", "optimizer.step()", "loss.backward()"}
+
+
 def _distinctive(lines, min_len):
     for line in lines:
         s = line.strip()
-        if len(s) >= min_len and not s.startswith("#") and not s.startswith(("import ", "from ")):
+        if len(s) >= min_len and not s.startswith("#") and not s.startswith(("import ", "from ")) and s not in COMMON_IDIOMS:
             yield s
 
 

@@ -1,0 +1,163 @@
+"""The built book: links configured in one place, every page healthy in a real browser.
+
+`make test` builds the book (cached) before running the suite; these tests read book/_build/html.
+"""
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from conftest import ROOT
+
+HTML = ROOT / "book" / "_build" / "html"
+SCREENSHOTS = ROOT / "book" / "_build" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+
+
+def built_pages() -> list[Path]:
+    if not (HTML / "index.html").exists():
+        pytest.fail("book/_build/html is missing: run `make book` (make test builds it first)")
+    return sorted(p for p in HTML.rglob("*.html") if not p.relative_to(HTML).parts[0].startswith("_"))
+
+
+def test_every_colab_link_points_to_an_existing_notebook():
+    from lecture_utils import config
+
+    prefix = f"https://colab.research.google.com/github/{config.GITHUB_ORG}/{config.GITHUB_REPO}/blob/{config.GITHUB_BRANCH}/"
+    links = set()
+    for page in built_pages():
+        links.update(re.findall(r'https://colab\.research\.google\.com/[^"\'<> ]+', page.read_text()))
+    assert links, "no Colab links in the book"
+    for link in sorted(links):
+        assert link.startswith(prefix), f"{link} does not use the repository configured in lecture_utils/config.py"
+        path = ROOT / link[len(prefix):]
+        assert path.suffix == ".ipynb" and path.is_file(), f"{link} points to a notebook that does not exist"
+    assert any("assignments/a1_pytorch/a1_pytorch.ipynb" in link for link in links)
+
+
+def test_every_page_draws_figures_from_code():
+    pages = [p for p in (HTML / "ch12").glob("*.html")]
+    images = sum(len(re.findall(r"<img[^>]+_images/", p.read_text())) for p in pages)
+    assert images >= 6
+    assert not list((ROOT / "book").rglob("*.png")) or all("_build" in p.parts for p in (ROOT / "book").rglob("*.png")), "figures must be generated, not committed"
+
+
+def test_first_use_of_terms_gives_the_chinese_term():
+    text = (HTML / "ch12" / "tensors_autograd.html").read_text()
+    for term in ("张量", "计算图", "反向传播", "梯度累加", "上下文管理器"):
+        assert term in text
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() or not list(Path("/usr/share/fonts").rglob("NotoSansCJK*")):
+        if os.geteuid() == 0 and shutil.which("apt-get"):  # Chromium, and fonts for the Chinese terms
+            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "fonts-noto-cjk"], check=False, capture_output=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        if not Path(CHROMIUM).exists():
+            pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+    handler.func.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+PAGE_CHECK = """() => {
+  const imgs = [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}));
+  const math = [...document.querySelectorAll('.math')];
+  const unrendered = math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 60));
+  const main = document.querySelector('main') || document.body;
+  return {imgs, nmath: math.length, unrendered, raw: main.innerText.includes('$$'),
+          links: [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))};
+}"""
+
+
+@pytest.mark.slow
+def test_every_page_loads_cleanly_in_chromium(browser, server):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for page_path in built_pages():
+        rel = page_path.relative_to(HTML).as_posix()
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("console", lambda msg, errors=errors: msg.type == "error" and errors.append(msg.text))
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+        page.on("response", lambda r, errors=errors: r.status >= 400 and errors.append(f"HTTP {r.status} for {r.url}"))
+        response = page.goto(f"{server}/{rel}", wait_until="networkidle")
+        if response is None or response.status != 200:
+            problems.append(f"{rel}: HTTP {response.status if response else 'no response'}")
+        if rel != "search.html":  # search runs its own scripts; math pages wait for MathJax
+            page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise", timeout=20000)
+            page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+        info = page.evaluate(PAGE_CHECK)
+        problems += [f"{rel}: console error: {e}" for e in errors]
+        problems += [f"{rel}: image not loaded: {i['src']}" for i in info["imgs"] if not i["ok"]]
+        problems += [f"{rel}: math not rendered: {m}" for m in info["unrendered"]]
+        if info["raw"]:
+            problems.append(f"{rel}: raw $$ left in the page")
+        for href in info["links"]:
+            url = urlparse(href)
+            if url.scheme or href.startswith(("#", "mailto:")):
+                continue
+            target = (page_path.parent / unquote(url.path)).resolve()
+            if url.path and not target.exists():
+                problems.append(f"{rel}: broken internal link {href}")
+        if rel in {"intro.html", "ch12/tensors_autograd.html", "ch12/graphs_compilation.html", "assignments/a1_pytorch.html", "glossary.html"}:
+            page.screenshot(path=str(SCREENSHOTS / (rel.replace("/", "_") + ".png")), full_page=False)
+        page.close()
+    assert not problems, "\n".join(problems[:40])
+    assert len(list(SCREENSHOTS.glob("*.png"))) == 5
+
+
+# COURSE_SPEC §9, Lecture 12: each item and the words that show it is taught in chapter 12.
+L12_CHECKLIST = {
+    "framework values": ["prototyping", "automatic gradients", "GPU"],
+    "Tensor / Autograd / nn.Module": ["torch.Tensor", "autograd", "nn.Module"],
+    "manual backprop": ["Gradients by hand", "chain rule"],
+    "requires_grad": ["requires_grad=True"],
+    "backward accumulation": ["accumulat"],
+    "graph freed": ["retain_graph"],
+    "no_grad": ["torch.no_grad"],
+    "zero_grad": ["zero_grad"],
+    "computational graph figure": ["grad_fn", "next_functions"],
+    "custom autograd Function": ["torch.autograd.Function", "save_for_backward", "gradcheck"],
+    "nn.Sequential": ["nn.Sequential"],
+    "loss functions": ["mse_loss", "cross_entropy"],
+    "optimizers": ["torch.optim.SGD", "torch.optim.Adam"],
+    "custom Module": ["super().__init__()", "GatedBlock"],
+    "DataLoader": ["DataLoader", "collate_fn"],
+    "static vs dynamic graphs": ["dynamic graph", "static graph", "TorchScript", "torch.compile", "torch.export"],
+    "TensorFlow": ["TensorFlow"],
+}
+
+
+def test_chapter_12_covers_the_lecture_checklist():
+    text = " ".join(p.read_text() for p in (HTML / "ch12").glob("*.html"))
+    import html as html_lib
+
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", text)).lower()
+    missing = {item: [w for w in words if w.lower() not in text] for item, words in L12_CHECKLIST.items()}
+    missing = {k: v for k, v in missing.items() if v}
+    assert not missing, missing
