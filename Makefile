@@ -50,6 +50,7 @@ autograder-bundle: venv
 book: venv
 	@echo "==> building the book (cached execution; the first build takes about a minute)"
 	@start=$$(date +%s); \
+	$(PY) book/_ext/sync_sources.py && \
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going; \
 	echo "==> book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
 

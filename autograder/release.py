@@ -29,6 +29,8 @@ def sync_source(assignment_id: str, root: Path = COURSE_ROOT) -> Path:
         nb = jupytext.read(script)
         for key in VOLATILE_METADATA:
             nb.metadata.pop(key, None)
+        for i, cell in enumerate(nb.cells):  # stable ids: jupytext makes random ones
+            cell.id = f"cell-{i}"
         # lecture_utils.submit checks the student's copy against this list.
         nb.metadata.setdefault("course", {})["graded_cells"] = [
             c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")

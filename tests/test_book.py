@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -161,3 +162,9 @@ def test_chapter_12_covers_the_lecture_checklist():
     missing = {item: [w for w in words if w.lower() not in text] for item, words in L12_CHECKLIST.items()}
     missing = {k: v for k, v in missing.items() if v}
     assert not missing, missing
+
+
+def test_book_notebooks_are_in_sync_with_their_sources():
+    proc = subprocess.run([sys.executable, str(ROOT / "book" / "_ext" / "sync_sources.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    assert len(list((ROOT / "book" / "_src").rglob("*.md"))) >= 6
