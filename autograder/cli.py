@@ -11,8 +11,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from autograder.results import validate
     from autograder.runner import grade
 
+    from autograder.sandbox import describe
+
     results = grade(args.assignment, args.submission)
     print(results.summary())
+    print(describe())
     if args.out:
         results.write(args.out)
         validate(json.loads(Path(args.out).read_text()))

@@ -44,12 +44,13 @@ class WorkerClient:
     def __init__(self, cells: list[tuple[str, str]], limits: sandbox.Limits | None = None) -> None:
         self.cells = list(cells)
         self.limits = limits or sandbox.Limits()
-        self.user = sandbox.usable_unprivileged_user()
+        self.confinement = sandbox.choose()
         self.proc: subprocess.Popen | None = None
         self.generation = 0
         self.cell_errors: dict[str, str] = {}
         self.restarts = 0
         self.load_failure: str | None = None
+        self.hello = ""
         self._workdir: sandbox.WorkDir | None = None
 
     # -- life cycle
@@ -59,26 +60,16 @@ class WorkerClient:
         self.close()
         if self.generation:
             self.restarts += 1
-        self._workdir = workdir = sandbox.WorkDir(self.user)
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-        out = open(workdir.stdout, "wb")
+        self._spawn()
         try:
-            self.proc = subprocess.Popen(
-                sandbox.worker_command(workdir.script, to_child_r, from_child_w),
-                pass_fds=(to_child_r, from_child_w),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=workdir.path,
-                env=sandbox.scrubbed_env(str(workdir.path), self.limits.threads),
-                preexec_fn=sandbox.make_preexec(self.limits, self.user),
-                start_new_session=True,  # its own process group, killed as a whole
-            )
-        finally:
-            out.close()
-            os.close(to_child_r)
-            os.close(from_child_w)
+            self.hello = self._exchange(None, self.limits.start_timeout_s, what="starting the sandboxed worker")["hello"]
+        except WorkerFailure as exc:
+            if self.confinement.mode != "bubblewrap":
+                raise
+            # The sandbox itself failed (no namespaces here?): fall back, and say so in the results.
+            self.confinement = sandbox.fall_back(str(exc).splitlines()[0])
+            self._spawn()
+            self.hello = self._exchange(None, self.limits.start_timeout_s, what="starting the worker")["hello"]
         self.generation += 1
         try:
             reply = self._exchange({"op": "load", "cells": self.cells}, self.limits.load_timeout_s, what="running your notebook's graded cells")
@@ -87,6 +78,29 @@ class WorkerClient:
             self.load_failure = f"{exc}"
             raise WorkerFailure(self.load_failure) from None
         self.cell_errors = {name: err for name, err in reply["cells"] if err}
+
+    def _spawn(self) -> None:
+        self.close()
+        self._workdir = workdir = sandbox.WorkDir(self.confinement.user)
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+        out = open(workdir.stdout, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                sandbox.worker_command(self.confinement, workdir, to_child_r, from_child_w),
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir.path,
+                env=sandbox.scrubbed_env(str(workdir.path), self.limits.threads),
+                preexec_fn=sandbox.make_preexec(self.limits, self.confinement.user, switch_user=self.confinement.mode == "basic"),
+                start_new_session=True,  # its own process group, killed as a whole
+            )
+        finally:
+            out.close()
+            os.close(to_child_r)
+            os.close(from_child_w)
 
     def ensure_started(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -124,11 +138,12 @@ class WorkerClient:
             return f.read().decode("utf-8", "replace")
 
     # -- requests
-    def _exchange(self, payload: dict, timeout: float, what: str) -> dict:
+    def _exchange(self, payload: dict | None, timeout: float, what: str) -> dict:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         try:
-            self._write(encode_frame(payload), deadline)
+            if payload is not None:  # None: only read (the worker's hello)
+                self._write(encode_frame(payload), deadline)
             reply = read_frame(self._from_child, deadline)
             check_plain(reply)
         except FrameTimeout:

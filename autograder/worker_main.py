@@ -359,6 +359,7 @@ def main() -> None:
     rfd, wfd = int(sys.argv[1]), int(sys.argv[2])
     torch.set_num_threads(int(os.environ.get("GRADER_THREADS", "1")))
     # Student prints must never reach the protocol pipe: fd 1 and 2 are files set up by the parent.
+    write_frame(wfd, {"ok": True, "hello": f"python {sys.version.split()[0]}, torch {torch.__version__}, uid {os.getuid()}"})
     Worker().serve(rfd, wfd)
 
 
