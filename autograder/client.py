@@ -51,6 +51,7 @@ class WorkerClient:
         self.restarts = 0
         self.load_failure: str | None = None
         self.hello = ""
+        self.time_used = 0.0  # seconds spent waiting for the worker, against limits.submission_budget_s
         self._workdir: sandbox.WorkDir | None = None
 
     # -- life cycle
@@ -179,8 +180,15 @@ class WorkerClient:
                 view = view[os.write(self._to_child, view[: 1 << 16]) :]
 
     def request(self, payload: dict, timeout: float | None = None, what: str = "running your code") -> dict:
-        self.ensure_started()
-        return self._exchange(self._encode(payload), timeout or self.limits.call_timeout_s, what)
+        left = self.limits.submission_budget_s - self.time_used
+        if left <= 0:
+            raise WorkerFailure(f"not run: your code used the whole time budget of this submission ({self.limits.submission_budget_s:.0f} s)")
+        started = time.monotonic()
+        try:
+            self.ensure_started()
+            return self._exchange(self._encode(payload), min(timeout or self.limits.call_timeout_s, left), what)
+        finally:
+            self.time_used += time.monotonic() - started
 
     def call(self, target: dict, args=(), kwargs=None, *, count_ops: bool = False, watch=(), timeout: float | None = None) -> CallResult:
         name = target.get("path") or "object"

@@ -33,7 +33,8 @@ NOBODY_UID = 65534
 
 @dataclass(frozen=True)
 class Limits:
-    call_timeout_s: float = 60.0  # wall clock per request
+    call_timeout_s: float = 20.0  # wall clock per request (a test may ask for more, e.g. training)
+    submission_budget_s: float = 300.0  # wall clock for all requests of one submission
     load_timeout_s: float = 30.0  # wall clock to execute the notebook's cells
     start_timeout_s: float = 90.0  # wall clock for the worker to import torch and say hello
     cpu_time_s: int = 600  # RLIMIT_CPU for the whole worker lifetime
