@@ -21,6 +21,14 @@ from autograder.assignments import COURSE_ROOT
 VOLATILE_METADATA = ("jupytext", "widgets")
 
 
+def env_with_scripts() -> dict[str, str]:
+    """os.environ with this environment's bin/ first on PATH: nbgrader runs the `alembic` script,
+    which is not found when the virtual environment is not activated (make runs .venv/bin/python)."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return dict(os.environ, PATH=path if path.split(os.pathsep)[0] == scripts else f"{scripts}{os.pathsep}{path}")
+
+
 def sync_source(assignment_id: str, root: Path = COURSE_ROOT) -> Path:
     """Write ``<id>.ipynb`` from ``<id>.py`` when the script exists; return the notebook path."""
     folder = root / "solutions" / assignment_id
@@ -50,9 +58,7 @@ def run_nbgrader(assignment_id: str, root: Path) -> Path:
         f"--CourseDirectory.root={root}",
         f"--CourseDirectory.db_url=sqlite:///{db}",
     ]
-    # nbgrader runs the `alembic` script: the environment's bin/ must be on PATH even when not activated.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env_with_scripts())
     shutil.rmtree(db.parent, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment {assignment_id} failed:\n{proc.stdout}\n{proc.stderr}")
