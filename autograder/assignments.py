@@ -35,6 +35,12 @@ class Assignment:
     def tests_dir(self) -> Path:
         return HIDDEN_TESTS / self.id
 
+    @property
+    def worker_support(self) -> list[tuple[str, str]]:
+        """Grader-provided code run in the worker after the student's cells (training recipes)."""
+        path = self.tests_dir / "worker_support.py"
+        return [("grader_support", path.read_text())] if path.exists() else []
+
     def release(self) -> nbformat.NotebookNode:
         return nbformat.read(self.release_path, as_version=4)
 

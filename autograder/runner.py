@@ -129,7 +129,7 @@ def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | N
     if not extraction.cells:
         return zero(assignment_id, "no graded cells found: submit the assignment notebook itself, with its graded cells", started)
     notes = list(extraction.notes)
-    with WorkerClient(preamble_sources(release) + extraction.cells, limits) as client:
+    with WorkerClient(preamble_sources(release) + extraction.cells + a.worker_support, limits) as client:
         student = StudentProxy(client)
         try:
             for name, error in student.cell_errors.items():

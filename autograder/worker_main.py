@@ -98,7 +98,7 @@ class Worker:
         if type(value) in (list, tuple):
             return type(value)(self.encode(v, depth + 1) for v in value)
         if type(value) is dict or (isinstance(value, dict) and type(value).__module__ == "collections"):
-            if all(type(k) is str for k in value):
+            if all(type(k) in (str, int, float, bool) for k in value):
                 return {k: self.encode(v, depth + 1) for k, v in value.items()}
         return self.handle(value)
 

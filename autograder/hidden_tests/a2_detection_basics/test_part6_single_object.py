@@ -1,0 +1,67 @@
+"""Part 6: sliding_window_count, single_object_loss, SingleObjectDetector (11 points)."""
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.ops as tv
+
+from autograder.client import RemoteObject
+from autograder.testing import assert_tensor, describe, fail
+
+
+@pytest.mark.points(3)
+def test_sliding_window_count(student):
+    """(W - w + 1)(H - h + 1) positions for one size; H(H+1)/2 * W(W+1)/2 for all sizes"""
+    cases = {(4, 5, None, None): 150, (4, 5, 2, 3): 9, (600, 800, None, None): 180300 * 320400, (10, 10, 10, 10): 1,
+             (10, 10, 11, 3): 0, (7, 3, 1, 1): 21, (1, 1, None, None): 1, (224, 300, 64, 32): 161 * 269}
+    for (H, W, h, w), expected in cases.items():
+        got = student.sliding_window_count(H, W) if h is None else student.sliding_window_count(H, W, h, w)
+        if not isinstance(got, int) or got != expected:
+            fail(f"sliding_window_count({H}, {W}" + ("" if h is None else f", {h}, {w}") + f") = {got!r}, expected {expected}")
+
+
+@pytest.mark.points(3)
+def test_single_object_loss(student):
+    """cross-entropy + lam * mean squared error, and its gradients"""
+    g = torch.Generator().manual_seed(0)
+    logits, boxes = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.rand(6, 4, generator=g, dtype=torch.float64)
+    labels, targets = torch.randint(1, 4, (6,), generator=g), torch.rand(6, 4, generator=g, dtype=torch.float64)
+    for lam in (1.0, 0.3, 5.0):
+        expected = F.cross_entropy(logits, labels) + lam * F.mse_loss(boxes, targets)
+        got = student.single_object_loss(logits, boxes, labels, targets, lam)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.reshape(())
+        assert_tensor(got, expected, f"single_object_loss with lam={lam}", rtol=1e-9, atol=1e-12)
+    default = student.single_object_loss(logits, boxes, labels, targets)
+    assert_tensor(default.reshape(()) if isinstance(default, torch.Tensor) else default, F.cross_entropy(logits, labels) + F.mse_loss(boxes, targets), "single_object_loss with the default lam", rtol=1e-9, atol=1e-12)
+    out, grads = student.helper("vjp")(student.single_object_loss.get(), [logits, boxes, labels, targets], torch.tensor(1.0, dtype=torch.float64), [True, True, False, False])
+    l2, b2 = logits.clone().requires_grad_(), boxes.clone().requires_grad_()
+    (F.cross_entropy(l2, labels) + F.mse_loss(b2, targets)).backward()
+    assert_tensor(grads[0], l2.grad, "gradient of the loss w.r.t. the class scores", rtol=1e-9, atol=1e-12)
+    assert_tensor(grads[1], b2.grad, "gradient of the loss w.r.t. the boxes", rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.points(1)
+def test_detector_outputs(student):
+    """SingleObjectDetector(num_classes) maps images to (Tensor[B, num_classes + 1], Tensor[B, 4] in [0, 1])"""
+    model = student.SingleObjectDetector(5)
+    if not isinstance(model, RemoteObject) or not student.helper("is_instance")(model, "torch.nn.Module"):
+        fail(f"SingleObjectDetector(5) must be an nn.Module, got {describe(model)}")
+    model.eval()
+    out = model(torch.rand(3, 3, 64, 96))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        fail(f"the model must return (class_logits, boxes), got {describe(out)}")
+    logits, boxes = out
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (3, 6):
+        fail(f"class_logits for 5 classes and a batch of 3 should be Tensor[3, 6] (background first), got {describe(logits)}")
+    if not isinstance(boxes, torch.Tensor) or tuple(boxes.shape) != (3, 4) or float(boxes.min()) < 0 or float(boxes.max()) > 1:
+        fail(f"boxes should be Tensor[3, 4] with values in [0, 1], got {describe(boxes)}")
+
+
+@pytest.mark.points(4)
+def test_detector_learns_shapes(student):
+    """trained by the grader's fixed recipe (400 Adam steps, one-object 64x64 shapes): accuracy >= 0.6, mean IoU >= 0.55"""
+    pred_cls, pred_boxes, labels, boxes = student.call("_grader_train_single_object", student.SingleObjectDetector.get(), timeout=240).value
+    accuracy = float((pred_cls == labels).float().mean())
+    iou = float(torch.diag(tv.box_iou(pred_boxes.float(), boxes.float())).mean())
+    if accuracy < 0.6 or iou < 0.55:
+        fail(f"after training: classification accuracy {accuracy:.2f} (need 0.6) and mean box IoU {iou:.2f} (need 0.55) on 128 validation images")

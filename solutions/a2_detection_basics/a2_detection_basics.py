@@ -1,0 +1,669 @@
+# ---
+# jupyter:
+#   course:
+#     assignment: a2_detection_basics
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Assignment 2 — Detection basics (Lecture 13)
+#
+# You build the toolbox every object detector relies on and check each piece against torchvision or
+# pycocotools:
+#
+# 1. **Boxes** (12 points): `box_convert`, `box_area`, `box_iou`.
+# 2. **Box coding** (10): `encode_boxes` / `decode_boxes`, the $(t_x, t_y, t_w, t_h)$ of R-CNN.
+# 3. **Training labels** (8): `label_proposals` — positive, negative and neutral proposals.
+# 4. **Non-maximum suppression** (24): `nms` and `batched_nms`, written with tensor operations.
+# 5. **Evaluation** (30): `precision_recall`, `average_precision` and `evaluate_detections` (COCO mAP).
+# 6. **Single-object detection** (11): `sliding_window_count`, `SingleObjectDetector`, `single_object_loss`.
+# 7. **Region proposals** (5): `proposals_from_segments`.
+#
+# Conventions: boxes are `xyxy` float pixel coordinates (no "+1"), labels `1..C` with `0` = background,
+# empty inputs give empty outputs of the right shape. Do not call `torchvision.ops.nms` /
+# `batched_nms` — the grader checks — but use torchvision and pycocotools freely in your own checks.
+
+# %% tags=["setup"]
+# Setup: in Colab, install the course helpers (lecture_utils) from the course repository.
+import importlib.util
+import subprocess
+import sys
+
+COURSE_PIP = "git+https://github.com/dl4cv-course/dl4cv-part3@main"  # = lecture_utils.config.PIP_INSTALL_TARGET
+if "google.colab" in sys.modules and importlib.util.find_spec("lecture_utils") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", COURSE_PIP], check=True)
+
+# %% nbgrader={"grade": false, "grade_id": "imports", "locked": true, "schema_version": 3, "solution": false} tags=["preamble"]
+# Imports used by your code. The autograder runs this cell (as released) before your graded cells.
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lecture_utils import get_device, seed_everything
+
+device = get_device()
+seed_everything(0)
+print("running on", device)
+
+# %% [markdown]
+# ## Part 1 — Boxes
+#
+# A box `(x1, y1, x2, y2)` can also be written `(x, y, w, h)` or by its centre `(cx, cy, w, h)`. The
+# **intersection over union** of two boxes is the area of their intersection divided by the area of
+# their union: 1 for identical boxes, 0 for disjoint ones. Compute all $N \times M$ IoUs at once by
+# broadcasting `boxes1[:, None]` against `boxes2[None, :]` — no Python loop over boxes.
+
+# %% nbgrader={"grade": false, "grade_id": "box_ops", "locked": false, "schema_version": 3, "solution": true}
+def box_convert(boxes, in_fmt, out_fmt):
+    """Convert boxes Tensor[N, 4] between 'xyxy', 'xywh' and 'cxcywh' (like torchvision.ops.box_convert)."""
+    ### BEGIN SOLUTION
+    formats = ("xyxy", "xywh", "cxcywh")
+    if in_fmt not in formats or out_fmt not in formats:
+        raise ValueError(f"unsupported box format: {in_fmt!r} -> {out_fmt!r}; use one of {formats}")
+    if in_fmt == out_fmt:
+        return boxes.clone()
+    a, b, c, d = boxes.unbind(-1)
+    if in_fmt == "xywh":
+        a, b, c, d = a, b, a + c, b + d
+    elif in_fmt == "cxcywh":
+        a, b, c, d = a - 0.5 * c, b - 0.5 * d, a + 0.5 * c, b + 0.5 * d
+    if out_fmt == "xywh":
+        c, d = c - a, d - b
+    elif out_fmt == "cxcywh":
+        a, b, c, d = (a + c) / 2, (b + d) / 2, c - a, d - b
+    return torch.stack((a, b, c, d), dim=-1)
+    ### END SOLUTION
+
+
+def box_area(boxes):
+    """Areas Tensor[N] of boxes Tensor[N, 4] in xyxy: (x2 - x1) * (y2 - y1)."""
+    ### BEGIN SOLUTION
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    ### END SOLUTION
+
+
+def box_iou(boxes1, boxes2):
+    """IoU Tensor[N, M] between boxes1 Tensor[N, 4] and boxes2 Tensor[M, 4] (xyxy), without Python loops."""
+    ### BEGIN SOLUTION
+    area1, area2 = box_area(boxes1), box_area(boxes2)
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
+    ### END SOLUTION
+
+# %% tags=["check"]
+import torchvision.ops as tv_ops
+
+_b1 = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 20]])
+_b2 = torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10], [2, 2, 4, 4]])
+assert torch.allclose(box_iou(_b1, _b2), tv_ops.box_iou(_b1, _b2)), "box_iou differs from torchvision"
+for _i in ("xyxy", "xywh", "cxcywh"):
+    for _o in ("xyxy", "xywh", "cxcywh"):
+        assert torch.allclose(box_convert(_b1, _i, _o), tv_ops.box_convert(_b1, _i, _o)), f"box_convert {_i} -> {_o}"
+print("boxes ✓")
+# %% [markdown]
+# ## Part 2 — Box coding
+#
+# R-CNN does not predict box corners directly: it predicts a transform of a proposal $P$ into the
+# object's box $G$. With centres $x, y$ and sizes $w, h$:
+#
+# $$t_x = \frac{G_x - P_x}{P_w},\quad t_y = \frac{G_y - P_y}{P_h},\quad t_w = \log\frac{G_w}{P_w},\quad t_h = \log\frac{G_h}{P_h},$$
+#
+# each multiplied by a weight (`weights = (wx, wy, ww, wh)`, e.g. `(10, 10, 5, 5)` in Faster R-CNN).
+# `decode_boxes` inverts it; like torchvision it clamps $t_w, t_h$ at `bbox_xform_clip` before the
+# exponential, and accepts several boxes per proposal (`rel_codes` Tensor[N, 4k]).
+
+# %% nbgrader={"grade": false, "grade_id": "box_coding", "locked": false, "schema_version": 3, "solution": true}
+def encode_boxes(reference, proposals, weights=(1.0, 1.0, 1.0, 1.0)):
+    """Targets (tx, ty, tw, th) Tensor[N, 4] that move proposals Tensor[N, 4] onto reference Tensor[N, 4] (torchvision BoxCoder.encode_single)."""
+    ### BEGIN SOLUTION
+    wx, wy, ww, wh = (float(w) for w in weights)
+    ex_w = proposals[:, 2] - proposals[:, 0]
+    ex_h = proposals[:, 3] - proposals[:, 1]
+    ex_cx = proposals[:, 0] + 0.5 * ex_w
+    ex_cy = proposals[:, 1] + 0.5 * ex_h
+    gt_w = reference[:, 2] - reference[:, 0]
+    gt_h = reference[:, 3] - reference[:, 1]
+    gt_cx = reference[:, 0] + 0.5 * gt_w
+    gt_cy = reference[:, 1] + 0.5 * gt_h
+    dx = wx * (gt_cx - ex_cx) / ex_w
+    dy = wy * (gt_cy - ex_cy) / ex_h
+    dw = ww * torch.log(gt_w / ex_w)
+    dh = wh * torch.log(gt_h / ex_h)
+    return torch.stack((dx, dy, dw, dh), dim=1)
+    ### END SOLUTION
+
+
+def decode_boxes(rel_codes, boxes, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip=math.log(1000.0 / 16)):
+    """Apply rel_codes Tensor[N, 4k] to boxes Tensor[N, 4]; returns Tensor[N, 4k] xyxy (torchvision BoxCoder.decode_single), dw/dh clamped at bbox_xform_clip."""
+    ### BEGIN SOLUTION
+    boxes = boxes.to(rel_codes.dtype)
+    wx, wy, ww, wh = (float(w) for w in weights)
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    ctr_x = boxes[:, 0] + 0.5 * widths
+    ctr_y = boxes[:, 1] + 0.5 * heights
+    dx = rel_codes[:, 0::4] / wx
+    dy = rel_codes[:, 1::4] / wy
+    dw = (rel_codes[:, 2::4] / ww).clamp(max=bbox_xform_clip)
+    dh = (rel_codes[:, 3::4] / wh).clamp(max=bbox_xform_clip)
+    pred_cx = dx * widths[:, None] + ctr_x[:, None]
+    pred_cy = dy * heights[:, None] + ctr_y[:, None]
+    half_w = 0.5 * (torch.exp(dw) * widths[:, None])
+    half_h = 0.5 * (torch.exp(dh) * heights[:, None])
+    return torch.stack((pred_cx - half_w, pred_cy - half_h, pred_cx + half_w, pred_cy + half_h), dim=2).flatten(1)
+    ### END SOLUTION
+
+# %% tags=["check"]
+from torchvision.models.detection._utils import BoxCoder
+
+_p = torch.tensor([[10.0, 10, 50, 40], [0, 0, 8, 8]])
+_g = torch.tensor([[12.0, 8, 56, 44], [1, 1, 7, 9]])
+_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+assert torch.allclose(encode_boxes(_g, _p, (10.0, 10.0, 5.0, 5.0)), _coder.encode_single(_g, _p), atol=1e-6), "encode_boxes differs from BoxCoder"
+assert torch.allclose(decode_boxes(encode_boxes(_g, _p, (10.0, 10.0, 5.0, 5.0)), _p, (10.0, 10.0, 5.0, 5.0)), _g, atol=1e-4), "decode(encode(g)) should give g back"
+print("box coding ✓")
+# %% [markdown]
+# ## Part 3 — Training labels
+#
+# Each proposal gets the class of the ground-truth box it overlaps most if that IoU is at least
+# `pos_iou` (positive), the background label 0 if its best IoU is below `neg_iou` (negative), and −1
+# ("neutral", ignored in training) in between. Also return the index of the best-matching ground-truth
+# box (the first one on ties); with no ground truth at all, every proposal is negative and the index is −1.
+
+# %% nbgrader={"grade": false, "grade_id": "labels", "locked": false, "schema_version": 3, "solution": true}
+def label_proposals(proposals, gt_boxes, gt_labels, pos_iou=0.5, neg_iou=0.3):
+    """R-CNN training labels: (labels Tensor[P] int64: gt class if IoU >= pos_iou, 0 if IoU < neg_iou, -1 otherwise; matched Tensor[P] int64: index of the best gt, -1 when there is none)."""
+    ### BEGIN SOLUTION
+    num = proposals.shape[0]
+    if gt_boxes.shape[0] == 0:
+        return (torch.zeros(num, dtype=torch.int64, device=proposals.device),
+                torch.full((num,), -1, dtype=torch.int64, device=proposals.device))
+    iou = box_iou(proposals, gt_boxes)
+    matched = iou.argmax(dim=1)  # the first gt box on ties
+    best_iou = iou.gather(1, matched[:, None])[:, 0]
+    labels = gt_labels[matched].to(torch.int64)
+    labels = torch.where(best_iou < pos_iou, torch.full_like(labels, -1), labels)
+    labels = torch.where(best_iou < neg_iou, torch.zeros_like(labels), labels)
+    return labels, matched
+    ### END SOLUTION
+
+# %% tags=["check"]
+_lab, _m = label_proposals(torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 6], [30, 30, 40, 40]]), torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([3]))
+assert _lab.tolist() == [3, 3, 0] and _m.tolist() == [0, 0, 0], (_lab, _m)
+print("labels ✓")
+# %% [markdown]
+# ## Part 4 — Non-maximum suppression
+#
+# NMS keeps the highest-scoring box, removes every remaining box whose IoU with it is **greater than**
+# `iou_threshold`, and repeats. Your `nms` must return exactly torchvision's indices, in the same order:
+# sort the scores in decreasing order with a **stable** sort (ties keep their original order), and
+# vectorize the inner step (IoU of the kept box against all remaining boxes at once).
+# `batched_nms` runs NMS separately for each category in `idxs` — one `nms` call is enough if you
+# first shift every category's boxes far away from the others — and returns the kept indices sorted
+# by decreasing score.
+
+# %% nbgrader={"grade": false, "grade_id": "nms", "locked": false, "schema_version": 3, "solution": true}
+def nms(boxes, scores, iou_threshold):
+    """Greedy NMS: indices Tensor[K] int64 of the kept boxes, highest score first, exactly as torchvision.ops.nms."""
+    ### BEGIN SOLUTION
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = scores.sort(dim=0, descending=True, stable=True)[1]
+    boxes = boxes[order]
+    areas = box_area(boxes)
+    alive = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for i in range(len(order)):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        rest = boxes[i + 1 :]
+        top_left = torch.max(boxes[i, :2], rest[:, :2])
+        bottom_right = torch.min(boxes[i, 2:], rest[:, 2:])
+        wh = (bottom_right - top_left).clamp(min=0)
+        inter = wh[:, 0] * wh[:, 1]
+        iou = inter / (areas[i] + areas[i + 1 :] - inter)
+        alive[i + 1 :] &= ~(iou.double() > iou_threshold)
+    return order[torch.tensor(keep, dtype=torch.int64, device=boxes.device)]
+    ### END SOLUTION
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold):
+    """NMS within each category idxs Tensor[N]: kept indices sorted by decreasing score."""
+    ### BEGIN SOLUTION
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    if boxes.numel() > 4000:  # many boxes: one NMS per class (as torchvision does on the CPU)
+        keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+        for class_id in torch.unique(idxs):
+            members = torch.where(idxs == class_id)[0]
+            keep_mask[members[nms(boxes[members], scores[members], iou_threshold)]] = True
+        keep = torch.where(keep_mask)[0]
+    else:  # few boxes: shift each class far away from the others, then one NMS
+        offsets = idxs.to(boxes) * (boxes.max() + 1)
+        keep = nms(boxes + offsets[:, None], scores, iou_threshold)
+    return keep[scores[keep].sort(descending=True, stable=True)[1]]
+    ### END SOLUTION
+
+# %% tags=["check"]
+_g = torch.Generator().manual_seed(0)
+_boxes = torch.rand(300, 4, generator=_g) * 100
+_boxes[:, 2:] += _boxes[:, :2]
+_scores = torch.rand(300, generator=_g)
+assert torch.equal(nms(_boxes, _scores, 0.5), tv_ops.nms(_boxes, _scores, 0.5)), "nms differs from torchvision"
+_idxs = torch.randint(0, 3, (300,), generator=_g)
+assert set(batched_nms(_boxes, _scores, _idxs, 0.5).tolist()) == set(tv_ops.batched_nms(_boxes, _scores, _idxs, 0.5).tolist())
+print("nms ✓")
+# %% [markdown]
+# ## Part 5 — Precision, recall and COCO mAP
+#
+# Sort the detections of one class by decreasing score. After the $k$-th detection,
+# precision $= \mathrm{TP}_k / k$ and recall $= \mathrm{TP}_k / N_{gt}$. **Average precision** is the area
+# under the precision–recall curve after replacing each precision by the best precision at that recall
+# or higher (the envelope). Three conventions: `"coco101"` averages the envelope at recalls
+# $0, 0.01, \dots, 1$ (the first detection reaching each recall; 0 if never reached), `"voc11"` at
+# $0, 0.1, \dots, 1$, `"area"` integrates it exactly.
+#
+# `evaluate_detections(preds, targets)` computes COCO's metric: for each class and each IoU threshold
+# $0.5, 0.55, \dots, 0.95$, match detections to ground truth greedily in order of decreasing score
+# (each ground-truth box at most once; among the free boxes with IoU ≥ threshold take the one with the
+# highest IoU), then average the 101-point AP over thresholds and over the classes that have ground
+# truth. Details that matter to equal pycocotools: at most 100 detections per image and class, IoU in
+# float64 from `(x, y, w, h)`, crowd boxes (`iscrowd`) are ignored and can absorb several detections, a
+# stable sort of all detections of a class by score (image order, then rank), and precision
+# $\mathrm{TP}/(\mathrm{TP}+\mathrm{FP}+\epsilon)$ with $\epsilon$ = `np.spacing(1)`.
+
+# %% nbgrader={"grade": false, "grade_id": "ap", "locked": false, "schema_version": 3, "solution": true}
+def precision_recall(scores, is_true_positive, num_gt):
+    """Precision and recall Tensor[D] float64 after each detection, in order of decreasing score (ties: lower index first)."""
+    ### BEGIN SOLUTION
+    order = scores.sort(descending=True, stable=True)[1]
+    tp = is_true_positive[order].to(torch.float64).cumsum(0)
+    ranks = torch.arange(1, len(order) + 1, dtype=torch.float64, device=scores.device)
+    precision = tp / ranks
+    recall = tp / num_gt if num_gt > 0 else torch.zeros_like(tp)
+    return precision, recall
+    ### END SOLUTION
+
+
+def average_precision(precision, recall, method="coco101"):
+    """Area under the precision-recall curve: 'coco101' (101-point, COCO), 'voc11' (11-point, VOC2007) or 'area' (all points, VOC2010+)."""
+    ### BEGIN SOLUTION
+    precision, recall = precision.to(torch.float64), recall.to(torch.float64)
+    if method not in ("coco101", "voc11", "area"):
+        raise ValueError(f"unknown AP method {method!r}: use 'coco101', 'voc11' or 'area'")
+    if precision.numel() == 0:
+        return 0.0
+    # precision envelope: the best precision at this recall or any higher recall
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    if method == "coco101":
+        thresholds = torch.from_numpy(np.linspace(0.0, 1.0, 101)).to(recall)
+        idx = torch.searchsorted(recall.contiguous(), thresholds, right=False)
+        sampled = torch.where(idx < len(recall), envelope[idx.clamp(max=len(recall) - 1)], torch.zeros_like(thresholds))
+        return float(sampled.mean())
+    if method == "voc11":
+        values = [float(precision[recall >= t].max()) if bool((recall >= t).any()) else 0.0 for t in np.arange(0.0, 1.1, 0.1)]
+        return float(np.mean(values))
+    r = torch.cat([recall.new_zeros(1), recall, recall.new_ones(1)])
+    p = torch.cat([precision.new_zeros(1), precision, precision.new_zeros(1)]).flip(0).cummax(0).values.flip(0)
+    changes = torch.where(r[1:] != r[:-1])[0]
+    return float(((r[changes + 1] - r[changes]) * p[changes + 1]).sum())
+    ### END SOLUTION
+
+# %% nbgrader={"grade": false, "grade_id": "evaluation", "locked": false, "schema_version": 3, "solution": true}
+def evaluate_detections(preds, targets, iou_thresholds=None, max_detections=100):
+    """COCO box AP of preds against targets (lists of dicts per image): {'AP', 'AP50', 'AP75', 'per_class'}, equal to pycocotools' COCOeval (area 'all', maxDets 100)."""
+    ### BEGIN SOLUTION
+    def _coco_iou(dt, gt, crowd):
+        """IoU Tensor[..., D, G] computed exactly as pycocotools' bbIou (float64, xywh)."""
+        dx, dy, dw, dh = dt.unbind(-1)
+        gx, gy, gw, gh = gt.unbind(-1)
+        w = torch.minimum(dx[..., :, None] + dw[..., :, None], gx[..., None, :] + gw[..., None, :]) - torch.maximum(dx[..., :, None], gx[..., None, :])
+        h = torch.minimum(dy[..., :, None] + dh[..., :, None], gy[..., None, :] + gh[..., None, :]) - torch.maximum(dy[..., :, None], gy[..., None, :])
+        inter = w * h
+        d_area, g_area = (dw * dh)[..., :, None], (gw * gh)[..., None, :]
+        union = torch.where(crowd[..., None, :], d_area.expand_as(inter), d_area + g_area - inter)
+        return torch.where((w > 0) & (h > 0), inter / union, torch.zeros_like(inter))
+
+    def _group_rank(keys: torch.Tensor) -> torch.Tensor:
+        """Position of each element within its run of equal ``keys`` (keys sorted, Tensor[N] int64)."""
+        if keys.numel() == 0:
+            return keys.clone()
+        starts = torch.ones_like(keys, dtype=torch.bool)
+        starts[1:] = keys[1:] != keys[:-1]
+        first = torch.cummax(torch.where(starts, torch.arange(len(keys)), torch.zeros_like(keys)), 0).values
+        return torch.arange(len(keys)) - first
+
+    def _lexsort(*keys: torch.Tensor) -> torch.Tensor:
+        """Stable order sorting by keys[0], then keys[1], ... (like numpy.lexsort with reversed keys)."""
+        order = torch.arange(len(keys[0]))
+        for key in reversed(keys):
+            order = order[key[order].sort(stable=True)[1]]
+        return order
+
+    coco_thresholds = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+    thresholds = coco_thresholds if iou_thresholds is None else np.asarray(torch.as_tensor(iou_thresholds, dtype=torch.float64).cpu(), dtype=np.float64).reshape(-1)
+    extra = [t for t in (0.5, 0.75) if not np.any(thresholds == t)]
+    all_thr = torch.from_numpy(np.concatenate([thresholds, np.asarray(extra, dtype=np.float64)]))
+    rec_thrs = torch.from_numpy(np.linspace(0.0, 1.0, 101))
+    eps = float(np.spacing(1))
+    T = len(all_thr)
+
+    def cat(items, key, dtype, width=None):
+        parts = [x[key].detach().to("cpu", dtype).reshape(-1, width) if width else x[key].detach().to("cpu", dtype).reshape(-1) for x in items]
+        return torch.cat(parts) if parts else torch.zeros((0, width) if width else 0, dtype=dtype)
+
+    def to_xywh(b):
+        return torch.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], dim=1)
+
+    # all detections and ground truth of all images, flattened, with their image index
+    d_img = torch.cat([torch.full((len(p["labels"]),), i, dtype=torch.int64) for i, p in enumerate(preds)]) if preds else torch.zeros(0, dtype=torch.int64)
+    g_img = torch.cat([torch.full((len(t["labels"]),), i, dtype=torch.int64) for i, t in enumerate(targets)]) if targets else torch.zeros(0, dtype=torch.int64)
+    d_box, d_score, d_cls = to_xywh(cat(preds, "boxes", torch.float64, 4)), cat(preds, "scores", torch.float64), cat(preds, "labels", torch.int64)
+    g_box, g_cls = to_xywh(cat(targets, "boxes", torch.float64, 4)), cat(targets, "labels", torch.int64)
+    # area decides COCO's "ignore" for the area range; it defaults to the box area, as in COCO files
+    g_area = g_box[:, 2] * g_box[:, 3]
+    if any("area" in t for t in targets):
+        given = torch.cat([t["area"].detach().to("cpu", torch.float64).reshape(-1) if "area" in t else torch.full((len(t["labels"]),), math.nan, dtype=torch.float64) for t in targets])
+        g_area = torch.where(given.isnan(), g_area, given)
+    g_crowd = torch.cat([t.get("iscrowd", torch.zeros(len(t["labels"]), dtype=torch.int64)).to("cpu", torch.int64).reshape(-1) for t in targets]).bool() if targets else torch.zeros(0, dtype=torch.bool)
+    g_ign = g_crowd | (g_area < 0) | (g_area > 1e10)  # COCO's "all" area range is [0, 1e10]
+
+    # detections: per (class, image), best score first (stable), at most max_detections
+    order = _lexsort(d_cls, d_img, -d_score)
+    d_box, d_score, d_cls, d_img = d_box[order], d_score[order], d_cls[order], d_img[order]
+    d_rank = _group_rank(d_cls * (len(preds) + 1) + d_img)
+    keep = d_rank < max_detections
+    d_box, d_score, d_cls, d_img, d_rank = d_box[keep], d_score[keep], d_cls[keep], d_img[keep], d_rank[keep]
+    # ground truth: per (class, image), regular ones first, ignored ones last (stable)
+    order = _lexsort(g_cls, g_img, g_ign.to(torch.int64))
+    g_box, g_cls, g_img, g_crowd, g_ign = g_box[order], g_cls[order], g_img[order], g_crowd[order], g_ign[order]
+    g_rank = _group_rank(g_cls * (len(targets) + 1) + g_img)
+
+    gt_classes = sorted(set(g_cls.tolist()))
+    precision = torch.full((T, len(rec_thrs), len(gt_classes)), -1.0, dtype=torch.float64)
+    for k, cls in enumerate(gt_classes):
+        dm, gm = d_cls == cls, g_cls == cls
+        num_gt = int((gm & ~g_ign).sum())
+        if num_gt == 0:
+            continue
+        images, slot = torch.unique(torch.cat([d_img[dm], g_img[gm]]), return_inverse=True)
+        d_slot, g_slot = slot[: int(dm.sum())], slot[int(dm.sum()) :]
+        n_img = len(images)
+        D = int(d_rank[dm].max()) + 1 if dm.any() else 0
+        G = int(g_rank[gm].max()) + 1
+        dt = torch.zeros(n_img, D, 4, dtype=torch.float64)
+        scores = torch.full((n_img, D), -math.inf, dtype=torch.float64)
+        d_valid = torch.zeros(n_img, D, dtype=torch.bool)
+        gt = torch.zeros(n_img, G, 4, dtype=torch.float64)
+        g_valid = torch.zeros(n_img, G, dtype=torch.bool)
+        crowd = torch.zeros(n_img, G, dtype=torch.bool)
+        ignore = torch.zeros(n_img, G, dtype=torch.bool)
+        dt[d_slot, d_rank[dm]], scores[d_slot, d_rank[dm]], d_valid[d_slot, d_rank[dm]] = d_box[dm], d_score[dm], True
+        gt[g_slot, g_rank[gm]], g_valid[g_slot, g_rank[gm]] = g_box[gm], True
+        crowd[g_slot, g_rank[gm]], ignore[g_slot, g_rank[gm]] = g_crowd[gm], g_ign[gm]
+        iou = _coco_iou(dt, gt, crowd)  # [I, D, G]
+        d_area = dt[..., 2] * dt[..., 3]
+        d_out_of_range = (d_area < 0) | (d_area > 1e10)
+
+        g_taken = torch.zeros(n_img, T, G, dtype=torch.bool)
+        d_matched = torch.zeros(n_img, T, D, dtype=torch.bool)
+        d_ignored = torch.zeros(n_img, T, D, dtype=torch.bool)
+        thr = all_thr.clamp(max=1 - 1e-10)[None, :].expand(n_img, T)
+        for d in range(D):
+            # COCO's rule: walk the ground truth in order (ignored ones last) and keep the last one with
+            # the highest IoU >= threshold that is still free (crowds never get used up); stop at the
+            # ignored ones once a regular match exists.
+            best_val = thr.clone()
+            best_idx = torch.full((n_img, T), -1, dtype=torch.int64)
+            best_is_ignored = torch.zeros(n_img, T, dtype=torch.bool)
+            for gi in range(G):
+                iou_g = iou[:, d, gi, None].expand(n_img, T)
+                free = g_valid[:, gi, None] & (~g_taken[:, :, gi] | crowd[:, gi, None]) & d_valid[:, d, None]
+                stop = (best_idx >= 0) & ~best_is_ignored & ignore[:, gi, None]
+                take = free & ~stop & (iou_g >= best_val)
+                best_val = torch.where(take, iou_g, best_val)
+                best_idx = torch.where(take, gi, best_idx)
+                best_is_ignored = torch.where(take, ignore[:, gi, None].expand(n_img, T), best_is_ignored)
+            found = best_idx >= 0
+            rows, cols = torch.where(found)
+            g_taken[rows, cols, best_idx[rows, cols]] = True
+            d_matched[:, :, d] = found
+            d_ignored[:, :, d] = found & best_is_ignored
+        d_ignored |= ~d_matched & d_out_of_range[:, None, :]  # unmatched and outside the area range
+
+        # accumulate: all detections of this class, sorted by score (stable: image order, then rank)
+        flat_scores = scores[d_valid]
+        order = flat_scores.sort(descending=True, stable=True)[1]
+        matched = d_matched.permute(1, 0, 2)[:, d_valid][:, order]
+        ignored = d_ignored.permute(1, 0, 2)[:, d_valid][:, order]
+        tp = (matched & ~ignored).to(torch.float64).cumsum(1)
+        fp = (~matched & ~ignored).to(torch.float64).cumsum(1)
+        nd = tp.shape[1]
+        if nd == 0:
+            precision[:, :, k] = 0.0
+            continue
+        rc = tp / num_gt
+        pr = (tp / (fp + tp + eps)).flip(1).cummax(1).values.flip(1)
+        for ti in range(T):
+            idx = torch.searchsorted(rc[ti].contiguous(), rec_thrs, right=False)
+            precision[ti, :, k] = torch.where(idx < nd, pr[ti][idx.clamp(max=nd - 1)], torch.zeros_like(rec_thrs))
+
+    def mean_ap(p):
+        valid = p[p > -1]
+        return float(valid.mean()) if valid.numel() else -1.0
+
+    n = len(thresholds)
+    index = {float(t): i for i, t in enumerate(all_thr.tolist())}
+    return {
+        "AP": mean_ap(precision[:n]),
+        "AP50": mean_ap(precision[index[0.5]]),
+        "AP75": mean_ap(precision[index[0.75]]),
+        "per_class": {cls: mean_ap(precision[:n, :, k]) for k, cls in enumerate(gt_classes)},
+    }
+    ### END SOLUTION
+
+# %% tags=["check"]
+_preds = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}]
+_targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}]
+_r = evaluate_detections(_preds, _targets)
+assert abs(_r["AP"] - 1.0) < 1e-6 and set(_r) >= {"AP", "AP50", "AP75", "per_class"}, _r
+print("evaluation ✓", _r)
+# %% [markdown]
+# ## Part 6 — Single-object detection
+#
+# With one object per image, detection is classification plus regression: a CNN computes features,
+# one head predicts the class scores (index 0 is the background class, unused here) and another the
+# box, normalized to $[0, 1]$ by the image width and height. The multitask loss is
+# $L = L_{cls} + \lambda L_{reg}$ with cross-entropy and the mean squared error.
+#
+# Sliding windows do not scale: an $h \times w$ window has $(W - w + 1)(H - h + 1)$ positions in an
+# $H \times W$ image, and all sizes together give $\frac{H(H+1)}{2} \cdot \frac{W(W+1)}{2}$ windows.
+
+# %% nbgrader={"grade": false, "grade_id": "single_object", "locked": false, "schema_version": 3, "solution": true}
+def sliding_window_count(H, W, h=None, w=None):
+    """Number of positions of an h x w window in an H x W image; without h, w: the number of windows of every size."""
+    ### BEGIN SOLUTION
+    if h is not None or w is not None:
+        h, w = (H if h is None else h), (W if w is None else w)
+        return max(W - w + 1, 0) * max(H - h + 1, 0)
+    return (H * (H + 1) // 2) * (W * (W + 1) // 2)
+    ### END SOLUTION
+
+
+class SingleObjectDetector(nn.Module):
+    """CNN features -> (class_logits Tensor[B, num_classes + 1] with 0 = background, boxes Tensor[B, 4] xyxy normalized to [0, 1])."""
+    def __init__(self, num_classes: int = 3, width: int = 32) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        def block(c_in, c_out):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+        self.backbone = nn.Sequential(block(3, width), block(width, width), block(width, 2 * width), block(2 * width, 2 * width))
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, 128), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(128, num_classes + 1)
+        self.box_head = nn.Linear(128, 4)
+        ### END SOLUTION
+
+    def forward(self, images):
+        ### BEGIN SOLUTION
+        f = self.features(self.pool(self.backbone(images)))
+        return self.classifier(f), torch.sigmoid(self.box_head(f))
+        ### END SOLUTION
+
+
+def single_object_loss(class_logits, box_pred, labels, box_targets, lam=1.0):
+    """Multitask loss: cross-entropy of the class + lam * mean squared error of the normalized box."""
+    ### BEGIN SOLUTION
+    return F.cross_entropy(class_logits, labels) + lam * F.mse_loss(box_pred, box_targets)
+    ### END SOLUTION
+
+# %% tags=["check"]
+assert sliding_window_count(4, 5) == 150 and sliding_window_count(4, 5, 2, 3) == 9
+with torch.no_grad():
+    _logits, _pred = SingleObjectDetector(3)(torch.rand(2, 3, 64, 64))
+assert _logits.shape == (2, 4) and _pred.shape == (2, 4) and 0 <= float(_pred.min()) and float(_pred.max()) <= 1
+print("single-object detector ✓")
+# %% [markdown]
+# Train it on one-object shapes images and look at its predictions.
+
+# %%
+from lecture_utils.data import CLASSES, ShapesDataset
+from lecture_utils.viz import draw_boxes, show_image
+import matplotlib.pyplot as plt
+
+QUICK = device.type == "cpu"
+S = 64
+kw = dict(min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
+train_set, val_set = ShapesDataset(2048, S, seed=1, **kw), ShapesDataset(8, S, seed=2, **kw)
+
+
+def make_batch(ds, idx):
+    items = [ds[i] for i in idx]
+    images = torch.stack([im for im, _ in items]).to(device)
+    labels = torch.stack([t["labels"][0] for _, t in items]).to(device)
+    boxes = (torch.stack([t["boxes"][0] for _, t in items]) / S).to(device)
+    return images, labels, boxes
+
+
+seed_everything(0)
+model = SingleObjectDetector(3).to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+batches = [make_batch(train_set, range(i, i + 32)) for i in range(0, len(train_set), 32)]
+losses = []
+for step in range(300 if QUICK else 1500):
+    images, labels, boxes = batches[step % len(batches)]
+    logits, pred = model(images)
+    loss = single_object_loss(logits, pred, labels, boxes)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+model.eval()
+images, labels, boxes = make_batch(val_set, range(8))
+with torch.no_grad():
+    logits, pred = model(images)
+fig, axes = plt.subplots(1, 8, figsize=(16, 2.4))
+for i, ax in enumerate(axes):
+    show_image(images[i].cpu(), ax)
+    draw_boxes(ax, boxes[i : i + 1].cpu() * S, color="white", linewidth=1)
+    draw_boxes(ax, pred[i : i + 1].cpu() * S, [CLASSES[int(logits[i].argmax())]])
+plt.suptitle("white: ground truth, green: prediction")
+plt.show()
+
+# %% [markdown]
+# ## Part 7 — Region proposals
+#
+# Instead of all windows, propose a few hundred regions likely to contain objects. Selective search
+# over-segments the image (`skimage.segmentation.felzenszwalb`), then repeatedly merges the two most
+# similar *adjacent* regions — similar colour histograms, small combined size, and a merged box they
+# fill well — and proposes the box of every region that ever exists. Return the unique boxes.
+
+# %% nbgrader={"grade": false, "grade_id": "proposals", "locked": false, "schema_version": 3, "solution": true}
+def proposals_from_segments(image, scale=100.0, sigma=0.8, min_size=20):
+    """Region proposals Tensor[K, 4] xyxy: a Felzenszwalb over-segmentation (skimage) merged hierarchically by colour, size and fill similarity; every region ever formed gives a box."""
+    ### BEGIN SOLUTION
+    from skimage.segmentation import felzenszwalb
+
+    pixels = image.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64)
+    h, w = pixels.shape[:2]
+    seg = felzenszwalb(pixels, scale=scale, sigma=sigma, min_size=min_size)
+    n = int(seg.max()) + 1
+    flat = seg.reshape(-1)
+    size = np.bincount(flat, minlength=n).astype(np.float64)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    box = np.stack([np.full(n, w), np.full(n, h), np.zeros(n), np.zeros(n)], axis=1).astype(np.float64)
+    np.minimum.at(box[:, 0], flat, xs)
+    np.minimum.at(box[:, 1], flat, ys)
+    np.maximum.at(box[:, 2], flat, xs + 1)
+    np.maximum.at(box[:, 3], flat, ys + 1)
+    bins = np.minimum((pixels * 8).astype(np.int64), 7)  # 8 bins per channel
+    hist = np.zeros((n, 24))
+    for c in range(3):
+        np.add.at(hist, (flat, c * 8 + bins[..., c].reshape(-1)), 1.0)
+    hist /= hist.sum(1, keepdims=True)
+    pairs = set()
+    for a, b in ((seg[:, 1:], seg[:, :-1]), (seg[1:, :], seg[:-1, :])):
+        diff = a != b
+        for u, v in zip(a[diff].tolist(), b[diff].tolist()):
+            pairs.add((min(u, v), max(u, v)))
+    regions = {i: (size[i], box[i], hist[i]) for i in range(n)}
+    image_area = float(h * w)
+
+    def similarity(i, j):
+        (si, bi, hi), (sj, bj, hj) = regions[i], regions[j]
+        union = (max(bi[2], bj[2]) - min(bi[0], bj[0])) * (max(bi[3], bj[3]) - min(bi[1], bj[1]))
+        return np.minimum(hi, hj).sum() + (1 - (si + sj) / image_area) + (1 - (union - si - sj) / image_area)
+
+    neighbours = {i: set() for i in range(n)}
+    for i, j in pairs:
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    sims = {(i, j): similarity(i, j) for i, j in pairs}
+    all_boxes = [box[i] for i in range(n)]
+    next_id = n
+    while sims:
+        i, j = max(sims, key=sims.get)
+        (si, bi, hi), (sj, bj, hj) = regions.pop(i), regions.pop(j)
+        merged_box = np.array([min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])])
+        regions[next_id] = (si + sj, merged_box, (si * hi + sj * hj) / (si + sj))
+        all_boxes.append(merged_box)
+        around = (neighbours.pop(i) | neighbours.pop(j)) - {i, j}
+        sims = {k: v for k, v in sims.items() if i not in k and j not in k}
+        neighbours[next_id] = around
+        for k in around:
+            neighbours[k] -= {i, j}
+            neighbours[k].add(next_id)
+            sims[(k, next_id)] = similarity(k, next_id)
+        next_id += 1
+    boxes = torch.tensor(np.stack(all_boxes), dtype=torch.float32)
+    return torch.unique(boxes, dim=0)
+    ### END SOLUTION
+
+# %% tags=["check"]
+from lecture_utils.data import ShapesDataset
+
+_img, _t = ShapesDataset(1, (96, 128), seed=3)[0]
+_props = proposals_from_segments(_img)
+assert _props.ndim == 2 and _props.shape[1] == 4 and len(_props) > 0
+print(f"{len(_props)} proposals; best IoU per object:", tv_ops.box_iou(_t["boxes"], _props).max(1).values)
+# %% [markdown]
+# ## Submit
+#
+# Save the notebook, then run the cell below. It checks the notebook, runs the visible checks in a fresh
+# process, and writes `a2_detection_basics_submission.ipynb` (downloaded automatically in Colab).
+
+# %%
+from lecture_utils import submit
+
+submit.export("a2_detection_basics.ipynb")
