@@ -264,6 +264,24 @@ _idxs = torch.randint(0, 3, (300,), generator=_g)
 assert set(batched_nms(_boxes, _scores, _idxs, 0.5).tolist()) == set(tv_ops.batched_nms(_boxes, _scores, _idxs, 0.5).tolist())
 print("nms ✓")
 # %% [markdown]
+# Your NMS on a crowded example: many noisy detections around three objects, before and after.
+
+# %%
+import matplotlib.pyplot as plt
+from lecture_utils.viz import draw_boxes
+
+_g = torch.Generator().manual_seed(3)
+_objects = torch.tensor([[20.0, 20, 70, 60], [60, 30, 110, 90], [130, 15, 180, 70]])
+_noisy = (_objects.repeat_interleave(8, 0) + torch.randn(24, 4, generator=_g) * 5)
+_noisy_scores = torch.rand(24, generator=_g)
+_kept = nms(_noisy, _noisy_scores, 0.5)
+_fig, _axes = plt.subplots(1, 2, figsize=(10, 3.5))
+for _ax, _b, _title in ((_axes[0], _noisy, f"before: {len(_noisy)} boxes"), (_axes[1], _noisy[_kept], f"after NMS (IoU > 0.5): {len(_kept)} boxes")):
+    _ax.set_xlim(0, 200), _ax.set_ylim(100, 0), _ax.set_title(_title), _ax.set_aspect("equal")
+    draw_boxes(_ax, _b, linewidth=1)
+plt.show()
+
+# %% [markdown]
 # ## Part 5 — Precision, recall and COCO mAP
 #
 # Sort the detections of one class by decreasing score. After the $k$-th detection,
@@ -657,6 +675,19 @@ _img, _t = ShapesDataset(1, (96, 128), seed=3)[0]
 _props = proposals_from_segments(_img)
 assert _props.ndim == 2 and _props.shape[1] == 4 and len(_props) > 0
 print(f"{len(_props)} proposals; best IoU per object:", tv_ops.box_iou(_t["boxes"], _props).max(1).values)
+# %% [markdown]
+# The proposals that best cover each object of a shapes image:
+
+# %%
+_img, _t = ShapesDataset(1, (96, 128), seed=4)[0]
+_props = proposals_from_segments(_img)
+_best = tv_ops.box_iou(_t["boxes"], _props).argmax(1)
+_fig, _ax = plt.subplots(figsize=(5, 4))
+show_image(_img, _ax, title=f"{len(_props)} proposals; the best one per object")
+draw_boxes(_ax, _props, color="white", linewidth=0.3)
+draw_boxes(_ax, _props[_best], color="lime", linewidth=2)
+plt.show()
+
 # %% [markdown]
 # ## Submit
 #
