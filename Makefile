@@ -76,9 +76,11 @@ test: venv system-deps book
 test-fast: venv system-deps
 	$(PY) -m pytest -n $(JOBS) -m "not slow"
 
+# Each script prints its table and writes benchmarks/results/<name>.{json,md}; the README collects them.
 bench: venv
-	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then for b in benchmarks/bench_*.py; do $(PY) $$b; done; \
-	else echo "no benchmarks yet"; fi
+	@for b in benchmarks/bench_*.py; do echo "==> $$b"; $(PY) $$b; done
+	@{ cat benchmarks/README.header.md; for t in benchmarks/results/*.md; do echo; cat $$t; done; } > benchmarks/README.md
+	@echo "==> benchmarks/README.md updated"
 
 lock: venv
 	head -n 2 requirements-lock.txt > requirements-lock.txt.new
