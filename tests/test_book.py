@@ -168,3 +168,29 @@ def test_book_notebooks_are_in_sync_with_their_sources():
     proc = subprocess.run([sys.executable, str(ROOT / "book" / "_ext" / "sync_sources.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
     assert len(list((ROOT / "book" / "_src").rglob("*.md"))) >= 6
+
+
+L13_CHECKLIST = {
+    "CV tasks": ["classification", "semantic segmentation", "object detection", "instance segmentation"],
+    "transfer learning": ["feature extraction", "fine-tuning", "very little data", "very different dataset"],
+    "detection outputs and boxes": ["category label", "xywh", "cxcywh", "oriented boxes"],
+    "modal vs amodal": ["modal", "amodal"],
+    "IoU and thresholds": ["intersection over union", "IoU = ", "0.5", "0.7", "0.9"],
+    "single-object multitask loss": ["multitask loss", "lambda"],
+    "sliding windows": ["sliding window", "(H+1)"],
+    "region proposals / selective search": ["region proposal", "selective search", "felzenszwalb"],
+    "R-CNN": ["R-CNN", "warp", "224", "t_x"],
+    "training labels": ["positive", "negative", "neutral"],
+    "NMS and crowded scenes": ["non-maximum suppression", "crowded"],
+    "mAP": ["precision", "recall", "average precision", "COCO mAP", "0.95"],
+}
+
+
+def test_chapter_13_covers_the_lecture_checklist():
+    import html as html_lib
+
+    text = " ".join(p.read_text() for p in (HTML / "ch13").glob("*.html"))
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", text)).lower()
+    missing = {item: [w for w in words if w.lower() not in text] for item, words in L13_CHECKLIST.items()}
+    missing = {k: v for k, v in missing.items() if v}
+    assert not missing, missing

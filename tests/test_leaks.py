@@ -46,7 +46,8 @@ def hidden_test_lines() -> set[str]:
 def public_files():
     for top in PUBLIC:
         for path in (ROOT / top).rglob("*"):
-            if path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts:
+            # .jupyter_cache keeps old executions of edited pages; it is a private build cache, never published
+            if path.is_file() and path.suffix in TEXT_SUFFIXES and not {"__pycache__", ".jupyter_cache"} & set(path.parts):
                 yield path
 
 
