@@ -68,7 +68,7 @@ class WorkerClient:
             if self.confinement.mode != "bubblewrap":
                 raise
             # The sandbox itself failed (no namespaces here?): fall back, and say so in the results.
-            self.confinement = sandbox.fall_back(str(exc).splitlines()[0])
+            self.confinement = sandbox.fall_back(" ".join(str(exc).split())[-300:])
             self._spawn()
             self.hello = self._exchange(None, self.limits.start_timeout_s, what="starting the worker")["hello"]
         self.generation += 1

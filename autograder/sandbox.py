@@ -214,7 +214,8 @@ def bwrap_prefix(workdir: Path, user: pwd.struct_passwd | None) -> list[str]:
     readonly = _readonly_paths()
     # bubblewrap creates missing parents 0700; the worker's user must be able to walk them
     for parent in _ancestors(readonly + [workdir]):
-        if not str(parent).startswith(("/usr", "/tmp", "/proc", "/dev")):
+        # /tmp is the tmpfs mounted above (its sub-folders need creating); /usr, /proc, /dev exist already
+        if str(parent) != "/tmp" and not str(parent).startswith(("/usr/", "/proc/", "/dev/")) and str(parent) not in ("/usr", "/proc", "/dev"):
             args += ["--perms", "0755", "--dir", str(parent)]
     for p in readonly:
         args += ["--ro-bind", str(p), str(p)]
