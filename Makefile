@@ -63,7 +63,7 @@ autograder-bundle: venv
 
 # Warnings (broken references, failed cells) fail the build; notebook execution is cached.
 book: venv
-	@echo "==> building the book (cached execution; the first build takes about a minute)"
+	@echo "==> building the book (cached execution; the first build executes every page, about 2-3 minutes)"
 	@start=$$(date +%s); \
 	$(PY) book/_ext/sync_sources.py && \
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going; \

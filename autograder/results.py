@@ -24,11 +24,14 @@ class Results:
     tests: list[TestResult] = field(default_factory=list)
     output: str = ""
     execution_time: float = 0.0
-    max_score_total: float = 100.0
 
     @property
     def score(self) -> float:
         return round(sum(t.score for t in self.tests), 6)
+
+    @property
+    def max_score_total(self) -> float:
+        return round(sum(t.max_score for t in self.tests), 6)
 
     def to_gradescope(self) -> dict:
         return {

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torchvision.ops as tv
 
-from common import markdown, reference, save, timeit
+from common import markdown, reference, save, timeit_pair
 
 
 def random_boxes(n: int, g: torch.Generator, scale: float = 1000.0) -> torch.Tensor:
@@ -31,7 +31,7 @@ def main() -> None:
             ("nms", lambda: sol.nms(boxes, scores, 0.5), lambda: tv.nms(boxes, scores, 0.5)),
             ("batched_nms (10 classes)", lambda: sol.batched_nms(boxes, scores, idxs, 0.5), lambda: tv.batched_nms(boxes, scores, idxs, 0.5)),
         ):
-            t_ours, t_tv = timeit(ours, repeat=3), timeit(theirs, repeat=3)
+            t_ours, t_tv = timeit_pair(ours, theirs)
             rows.append({"op": op, "n": n, "solution_s": t_ours, "torchvision_s": t_tv, "ratio": t_ours / t_tv})
             table.append([op, n, f"{t_ours * 1e3:.2f}", f"{t_tv * 1e3:.2f}", f"{t_ours / t_tv:.2f}x"])
     save("box_ops", rows, "### Box operations: solution vs torchvision (CPU, same run, identical results)\n\n" + markdown(

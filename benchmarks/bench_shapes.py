@@ -2,15 +2,12 @@
 
     .venv/bin/python benchmarks/bench_shapes.py
 """
-import json
 import time
-from pathlib import Path
 
 import torch
 
+from common import markdown, save
 from lecture_utils.data import ShapesDataset
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def main() -> None:
@@ -24,11 +21,8 @@ def main() -> None:
             ds[i]
         rate = len(ds) / (time.perf_counter() - start)
         rows.append({"image_size": size if isinstance(size, int) else list(size), "images_per_s": round(rate, 1)})
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "shapes.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("| image size | images/s (1 core) |\n|---|---|")
-    for r in rows:
-        print(f"| {r['image_size']} | {r['images_per_s']} |")
+    save("shapes", rows, "### Shapes dataset generation (one core)\n\n" + markdown(
+        ["image size (H, W)", "images/s"], [[r["image_size"], r["images_per_s"]] for r in rows]))
 
 
 if __name__ == "__main__":
