@@ -69,11 +69,11 @@ book: venv
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going; \
 	echo "==> book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
 
-# The suite checks the built book (links, leaks, browser), so the book is built first.
+# The suites check the built book (links, leaks, browser), so the book is built first (cached).
 test: venv system-deps book
 	$(PY) -m pytest -n $(JOBS)
 
-test-fast: venv system-deps
+test-fast: venv system-deps book
 	$(PY) -m pytest -n $(JOBS) -m "not slow"
 
 # Each script prints its table and writes benchmarks/results/<name>.{json,md}; the README collects them.
