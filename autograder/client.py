@@ -321,9 +321,6 @@ class StudentProxy:
         """One of the worker's fixed helpers (``vjp``, ``function_backward``, ``is_instance`` ...)."""
         return RemotePath(self._client, "helper", name)
 
-    def call_on(self, obj: RemoteObject, path: str, *args, count_ops: bool = False, watch=(), **kwargs) -> CallResult:
-        return obj.call_method(path, *args, count_ops=count_ops, watch=watch, **kwargs)
-
     @property
     def cell_errors(self) -> dict[str, str]:
         self._client.ensure_started()

@@ -274,11 +274,6 @@ def _is_instance(obj, class_path: str) -> bool:
     return isinstance(obj, cls)
 
 
-def _is_subclass(obj, class_path: str) -> bool:
-    cls = import_path(class_path)
-    return isinstance(obj, type) and issubclass(obj, cls)
-
-
 def _function_backward(function_cls, inputs, needs_grad, grad_outputs):
     """Run ``function_cls.apply(*inputs)`` then call its ``backward`` directly on the real ctx.
 
@@ -323,11 +318,6 @@ def _graph_nodes(graph_module):
     return nodes
 
 
-def _grads_of(module):
-    """{name: grad or None} of a module's parameters."""
-    return {n: (None if p.grad is None else p.grad) for n, p in module.named_parameters()}
-
-
 def _set_grads(module, grads):
     for name, p in module.named_parameters():
         g = grads.get(name)
@@ -345,11 +335,9 @@ def _backward_mse(model, x, y):
 HELPERS = {
     "backward_mse": _backward_mse,
     "is_instance": _is_instance,
-    "is_subclass": _is_subclass,
     "function_backward": _function_backward,
     "vjp": _vjp,
     "graph_nodes": _graph_nodes,
-    "grads_of": _grads_of,
     "set_grads": _set_grads,
     "type_name": lambda obj: f"{type(obj).__module__}.{type(obj).__qualname__}",
 }
