@@ -6,6 +6,10 @@ breaks anything breaks only its own row. Results and logs go to ``<DIR>/_grading
     _grading/<student>.json   Gradescope results (the CSV is rebuilt from these)
     _grading/<student>.log    what the grader printed for that submission
 
+Submissions graded side by side must not slow each other down: each job has CPU cores of its own
+(``job_cpus``: the grader and its worker are pinned there), and where cgroups are writable every
+worker also has its own CPU quota, task count and memory limit (``autograder.sandbox``).
+
 Student ids come from the file name (``alice.ipynb`` -> ``alice``; a trailing ``_<assignment>`` or
 ``_submission`` is removed) or, for nbgrader's ``submitted/<student>/<assignment>/`` layout and
 Gradescope exports, from the student's folder.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from autograder import sandbox
 
 SUFFIXES = (".ipynb", ".zip", ".py")
 PEAK_MEMORY_GIB = 1.5  # measured: grader process + worker on a1, about 0.9 GiB; with margin
@@ -70,16 +77,37 @@ def memory_budget_gib() -> float:
         return 8.0
 
 
-def grade_one(assignment_id: str, sid: str, path: Path, out_dir: Path, timeout_s: float) -> Row:
+def job_cpus(slot: int, jobs: int) -> set[int]:
+    """The CPU cores of job ``slot`` out of ``jobs``: an equal share of the cores this process may use."""
+    cores = sorted(os.sched_getaffinity(0))
+    if jobs >= len(cores):
+        return {cores[slot % len(cores)]}
+    return set(cores[slot * len(cores) // jobs:(slot + 1) * len(cores) // jobs])
+
+
+def grade_one(assignment_id: str, sid: str, path: Path, out_dir: Path, timeout_s: float, cpus: set[int] | None = None) -> Row:
+    """Grade one submission in its own ``grade`` process (pinned to ``cpus``); never raises for the submission."""
     result_path, log_path = out_dir / f"{sid}.json", out_dir / f"{sid}.log"
     cmd = [sys.executable, "-m", "autograder", "grade", "--assignment", assignment_id, str(path), "--out", str(result_path)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        with open(log_path, "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
-        if proc.returncode != 0 or not result_path.exists():
-            return Row(sid, path, status=f"error: the grader exited with {proc.returncode}, see {log_path.name}")
-    except subprocess.TimeoutExpired:
+        if cpus:
+            try:  # inherited by the worker and all it starts (before any student code runs)
+                os.sched_setaffinity(proc.pid, cpus)
+            except OSError:
+                pass
+        code = proc.wait(timeout=timeout_s)
+    except BaseException as exc:  # a timeout, or the TA pressing Ctrl-C: nothing of it keeps running
+        sandbox.kill_tree(proc.pid)
+        proc.wait()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
         return Row(sid, path, status=f"error: grading took over {timeout_s:.0f} s, see {log_path.name}")
+    finally:  # cgroups (with what still runs in them) and temporary files of a grader that was killed
+        sandbox.reap(proc.pid)
+    if code != 0 or not result_path.exists():
+        return Row(sid, path, status=f"error: the grader exited with {code}, see {log_path.name}")
     return read_row(sid, path, result_path)
 
 
@@ -124,9 +152,22 @@ def grade_batch(assignment_id: str, folder: Path, csv_path: Path, jobs: int = 2,
         else:
             todo.append((sid, path))
     print(f"{len(submissions)} submissions for {assignment_id}: {len(rows)} already graded, {len(todo)} to grade with {jobs} job(s)")
+    if todo:
+        print(f"each job: CPU cores {', '.join(str(sorted(job_cpus(k, jobs))) for k in range(jobs))}; {sandbox.cgroup_support().describe(sandbox.Limits())}")
+    slots: queue.Queue[int] = queue.Queue()
+    for k in range(jobs):
+        slots.put(k)
+
+    def in_a_slot(sid: str, path: Path) -> Row:
+        slot = slots.get()
+        try:
+            return grade_one(assignment_id, sid, path, out_dir, timeout_s, job_cpus(slot, jobs))
+        finally:
+            slots.put(slot)
+
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=f"grading {assignment_id}", unit="sub") as bar:
-        futures = [pool.submit(grade_one, assignment_id, sid, path, out_dir, timeout_s) for sid, path in todo]
+        futures = [pool.submit(in_a_slot, sid, path) for sid, path in todo]
         for future in as_completed(futures):
             row = future.result()
             rows.append(row)

@@ -53,7 +53,8 @@ def _files(root: Path, assignment_id: str):
 
 
 def build_bundle(assignment_id: str, out: Path | None = None, root: Path = COURSE_ROOT) -> Path:
-    get(assignment_id)  # fails clearly for an unknown id
+    if get(assignment_id).status != "released":  # get() fails clearly for an unknown id
+        raise ValueError(f"{assignment_id} is not released yet (status {get(assignment_id).status!r} in its manifest)")
     out = out or root / "dist" / f"autograder-{assignment_id}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -2,25 +2,75 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import sys
+import time
+import traceback
 from pathlib import Path
+
+from autograder.results import Results, validate
+from autograder.sanitize import clean
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from autograder.results import validate
-    from autograder.runner import grade
+    """Grade one submission. Whatever happens, a valid results.json is written (when --out is given).
 
-    from autograder.sandbox import describe
+    Exit status: 0 when the submission was graded or refused (a bad file is the student's problem,
+    its reason is in the results); 1 when the grader itself failed (results.json then says
+    "internal grader error: ..." with 0 points, so that a batch marks the row for the TA).
+    """
+    from autograder.notebook import SubmissionError
 
-    results = grade(args.assignment, args.submission)
-    print(results.summary())
-    print(describe())
+    _tolerant_streams()
+    started = time.monotonic()
+    status = 0
+    try:
+        from autograder.runner import grade
+
+        results = grade(args.assignment, args.submission)
+    except SubmissionError as exc:
+        results = _not_graded(args.assignment, str(exc), started)
+    except Exception as exc:  # noqa: BLE001 - the grader must still produce results.json
+        # The details (they may quote the hidden tests) go to the TA's log only, not to the student.
+        print(clean(traceback.format_exc(), 20000, 400), file=sys.stderr)
+        results = _not_graded(args.assignment, f"internal grader error: {type(exc).__name__} (not a problem with your submission; "
+                                               "the course staff have the details)", started)
+        status = 1
     if args.out:
+        try:
+            validate(results.to_gradescope())
+        except Exception as exc:  # noqa: BLE001 - never expected: the sinks clean everything
+            results = _not_graded(args.assignment, f"internal grader error: invalid results ({type(exc).__name__})", started)
+            status = 1
         results.write(args.out)
-        validate(json.loads(Path(args.out).read_text()))
+    print(results.summary())
+    try:
+        from autograder.sandbox import describe
+
+        print(describe())
+    except Exception as exc:  # noqa: BLE001
+        print(f"worker sandbox: unknown ({type(exc).__name__})")
+    if args.out:
         print(f"results written to {args.out}")
-    return 0
+    return status
+
+
+def _not_graded(assignment_id: str, reason: str, started: float) -> Results:
+    """0 points with ``reason``: one line per hidden test when the suite can be listed, else none."""
+    reason = clean(reason, 1000, 20)
+    try:
+        from autograder.runner import zero
+
+        return zero(assignment_id, reason, started)
+    except Exception:  # noqa: BLE001 - the suite itself may be what failed
+        return Results(clean(assignment_id, 100, 1), [], output=f"Not graded: {reason}", execution_time=time.monotonic() - started)
+
+
+def _tolerant_streams() -> None:
+    """Print whatever the terminal cannot encode as replacement characters instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="replace")
 
 
 def _cmd_grade_batch(args: argparse.Namespace) -> int:
@@ -56,6 +106,17 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from autograder.assignments import all_assignments
+
+    for a in all_assignments(include_drafts=args.all):
+        if args.long:
+            print(f"{a.id}\t{a.status}\t{a.total_points:g} points\t{a.lecture}\t{a.title}")
+        else:
+            print(a.id)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder", description="Grade course notebooks in a sandboxed worker.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("release", help="regenerate assignments/<id>/ from solutions/<id>/ with nbgrader")
     r.add_argument("assignments", nargs="+")
     r.set_defaults(func=_cmd_release)
+
+    ls = sub.add_parser("list", help="the released assignments, one id per line (from autograder/manifests/)")
+    ls.add_argument("--all", action="store_true", help="also drafts and planned assignments")
+    ls.add_argument("--long", action="store_true", help="status, points, lecture and title too")
+    ls.set_defaults(func=_cmd_list)
 
     b = sub.add_parser("bundle", help="build the Gradescope autograder zip of an assignment")
     b.add_argument("--assignment", required=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from autograder import sandbox
+from autograder.sanitize import quoted
 from autograder.protocol import MARK, FrameEOF, FrameTimeout, check_plain, encode_frame, read_frame
 
 
@@ -31,18 +31,25 @@ class WorkerFailure(Exception):
     """The worker timed out, crashed or sent something that is not plain data."""
 
 
+class GraderError(Exception):
+    """The grader's own support code failed in the worker: a bug to report, not the student's fault."""
+
+
 @dataclass
 class CallResult:
     value: Any
-    ops: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)  # ATen / custom ops dispatched (count_ops)
+    calls: dict[str, int] = field(default_factory=dict)  # watched functions and kernels (watch, watch_ops)
+    lines: int = 0  # lines of the student's cells executed (count_lines)
 
 
 class WorkerClient:
     """One worker process at a time; a dead or hung worker is killed and restarted on next use."""
 
-    def __init__(self, cells: list[tuple[str, str]], limits: sandbox.Limits | None = None) -> None:
+    def __init__(self, cells: list[tuple[str, str]], limits: sandbox.Limits | None = None,
+                 support: list[tuple[str, str]] = ()) -> None:
         self.cells = list(cells)
+        self.support = list(support)  # the grader's modules, loaded before the cells
         self.limits = limits or sandbox.Limits()
         self.confinement = sandbox.choose()
         self.proc: subprocess.Popen | None = None
@@ -50,7 +57,6 @@ class WorkerClient:
         self.cell_errors: dict[str, str] = {}
         self.restarts = 0
         self.load_failure: str | None = None
-        self.hello = ""
         self.time_used = 0.0  # seconds spent waiting for the worker, against limits.submission_budget_s
         self._workdir: sandbox.WorkDir | None = None
 
@@ -63,26 +69,35 @@ class WorkerClient:
             self.restarts += 1
         self._spawn()
         try:
-            self.hello = self._exchange(None, self.limits.start_timeout_s, what="starting the sandboxed worker")["hello"]
+            self._exchange(None, self.limits.start_timeout_s, what="starting the sandboxed worker")
         except WorkerFailure as exc:
             if self.confinement.mode != "bubblewrap":
                 raise
             # The sandbox itself failed (no namespaces here?): fall back, and say so in the results.
             self.confinement = sandbox.fall_back(" ".join(str(exc).split())[-300:])
             self._spawn()
-            self.hello = self._exchange(None, self.limits.start_timeout_s, what="starting the worker")["hello"]
+            self._exchange(None, self.limits.start_timeout_s, what="starting the worker")
         self.generation += 1
         try:
-            reply = self._exchange({"op": "load", "cells": self.cells}, self.limits.load_timeout_s, what="running your notebook's graded cells")
+            reply = self._exchange({"op": "load", "support": self.support, "cells": self.cells}, self.limits.load_timeout_s, what="running your notebook's graded cells")
+        except GraderError:
+            self.close()
+            raise
         except (WorkerFailure, StudentError) as exc:
             # Loading is deterministic: do not retry it for every test.
             self.load_failure = f"{exc}"
             raise WorkerFailure(self.load_failure) from None
         self.cell_errors = {name: err for name, err in reply["cells"] if err}
+        self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        """Processes the student's code left running between requests would compete with the next call."""
+        if self.proc is not None and self.proc.poll() is None and self._workdir is not None:
+            sandbox.kill_strays(self.proc.pid, self._workdir.cgroup)
 
     def _spawn(self) -> None:
         self.close()
-        self._workdir = workdir = sandbox.WorkDir(self.confinement.user)
+        self._workdir = workdir = sandbox.WorkDir(self.confinement.user, self.limits)
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         out = open(workdir.stdout, "wb")
@@ -95,7 +110,7 @@ class WorkerClient:
                 stderr=subprocess.STDOUT,
                 cwd=workdir.path,
                 env=sandbox.scrubbed_env(str(workdir.path), self.limits.threads),
-                preexec_fn=sandbox.make_preexec(self.limits, self.confinement.user, switch_user=self.confinement.mode == "basic"),
+                preexec_fn=sandbox.make_preexec(self.limits, self.confinement.user, switch_user=self.confinement.mode == "basic", workdir=workdir),
                 start_new_session=True,  # its own process group, killed as a whole
             )
         finally:
@@ -109,10 +124,7 @@ class WorkerClient:
 
     def close(self) -> None:
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            sandbox.kill_tree(self.proc.pid, self._workdir.cgroup if self._workdir else None)
             self.proc.wait()
             for fd in (self._to_child, self._from_child):
                 try:
@@ -156,13 +168,15 @@ class WorkerClient:
             self.close()
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
             hint = " (memory or CPU-time limit?)" if code is not None and code < 0 else ""
-            raise WorkerFailure(f"your code {how}{hint} while {what}; the worker was restarted." + (f"\nLast output:\n{tail}" if tail else "")) from None
+            raise WorkerFailure(f"your code {how}{hint} while {what}; the worker was restarted." + (f"\n{quoted(tail, label='Last output:')}" if tail else "")) from None
         except ValueError as exc:
             self.close()
             raise WorkerFailure(f"{exc} while {what}") from None
         if not isinstance(reply, dict) or "ok" not in reply:
             self.close()
             raise WorkerFailure(f"the worker sent a malformed reply while {what}")
+        if not reply["ok"] and reply.get("grader_error"):
+            raise GraderError(f"the grader's support code failed in the worker: {reply.get('error')}\n{reply.get('traceback', '')}")
         if not reply["ok"]:
             message = str(reply.get("error", "unknown error"))
             tb = str(reply.get("traceback") or "").strip()
@@ -189,15 +203,26 @@ class WorkerClient:
             return self._exchange(self._encode(payload), min(timeout or self.limits.call_timeout_s, left), what)
         finally:
             self.time_used += time.monotonic() - started
+            self._kill_strays()
 
-    def call(self, target: dict, args=(), kwargs=None, *, count_ops: bool = False, watch=(), timeout: float | None = None) -> CallResult:
+    def call(self, target: dict, args=(), kwargs=None, *, count_ops: bool = False, count_lines: bool = False, watch=(),
+             watch_ops=(), timeout: float | None = None) -> CallResult:
+        """Call ``target`` in the worker. ``watch``: dotted paths of Python functions to count (however
+        the student reached them); ``watch_ops``: operators (``torchvision::nms``) counted from every thread."""
         name = target.get("path") or "object"
         reply = self.request(
-            {"op": "call", "target": target, "args": tuple(args), "kwargs": dict(kwargs or {}), "count_ops": count_ops, "watch": list(watch)},
+            {"op": "call", "target": target, "args": tuple(args), "kwargs": dict(kwargs or {}), "count_ops": count_ops,
+             "count_lines": count_lines, "watch": list(watch), "watch_ops": list(watch_ops)},
             timeout,
             what=f"calling {name}",
         )
-        return CallResult(self._decode(reply.get("value")), reply.get("ops", {}), reply.get("calls", {}))
+        lines = reply.get("lines", 0)
+        return CallResult(self._decode(reply.get("value")), reply.get("ops", {}), reply.get("calls", {}), lines if type(lines) is int else 0)
+
+    def release_all(self) -> None:
+        """Drop every object the worker keeps for the tests (called when a test ends)."""
+        if self.proc is not None and self.proc.poll() is None and self.load_failure is None:
+            self.request({"op": "release", "ids": "all"}, what="releasing objects")
 
     def getattr(self, target: dict) -> Any:
         return self._decode(self.request({"op": "getattr", "target": target}, what=f"reading {target.get('path')}")["value"])
@@ -268,8 +293,8 @@ class RemoteObject:
             raise WorkerFailure(f"len() of {self._type} returned {type(n).__name__}, not a count")
         return n
 
-    def call_method(self, name: str, *args, count_ops: bool = False, watch=(), **kwargs) -> CallResult:
-        return self._client.call(self._target(name), args, kwargs, count_ops=count_ops, watch=watch)
+    def call_method(self, name: str, *args, count_ops: bool = False, count_lines: bool = False, watch=(), watch_ops=(), **kwargs) -> CallResult:
+        return self._client.call(self._target(name), args, kwargs, count_ops=count_ops, count_lines=count_lines, watch=watch, watch_ops=watch_ops)
 
     @property
     def remote_type(self) -> str:
@@ -309,17 +334,23 @@ class StudentProxy:
             raise AttributeError(name)
         return RemotePath(self._client, "student", name)
 
-    def call(self, path: str, *args, count_ops: bool = False, watch=(), timeout: float | None = None, **kwargs) -> CallResult:
-        """Call ``path`` in the student's namespace and also return op / watched-call counts."""
-        return self._client.call({"kind": "student", "path": path}, args, kwargs, count_ops=count_ops, watch=watch, timeout=timeout)
+    def call(self, path: str, *args, count_ops: bool = False, count_lines: bool = False, watch=(), watch_ops=(),
+             timeout: float | None = None, **kwargs) -> CallResult:
+        """Call ``path`` in the student's namespace and also return op / line / watched-call counts."""
+        return self._client.call({"kind": "student", "path": path}, args, kwargs, count_ops=count_ops, count_lines=count_lines,
+                                 watch=watch, watch_ops=watch_ops, timeout=timeout)
 
     def lib(self, path: str) -> RemotePath:
         """A library object built in the worker, e.g. ``student.lib("torch.nn.Linear")(4, 2)``."""
         return RemotePath(self._client, "lib", path)
 
     def helper(self, name: str) -> RemotePath:
-        """One of the worker's fixed helpers (``vjp``, ``function_backward``, ``is_instance`` ...)."""
+        """A function of the grader's support modules in the worker (``vjp``, ``is_instance``, a training recipe ...)."""
         return RemotePath(self._client, "helper", name)
+
+    def call_helper(self, name: str, *args, timeout: float | None = None, **kwargs) -> CallResult:
+        """Call a support function with a longer time limit (training recipes)."""
+        return self._client.call({"kind": "helper", "path": name}, args, kwargs, timeout=timeout)
 
     @property
     def cell_errors(self) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Trusted side of the wire format shared with ``worker_main.py``.
 
 Values from the worker are loaded with ``torch.load(weights_only=True)``: a hostile payload can
-at worst be data, never code. After loading, ``check_plain`` rejects anything but the plain types.
+at worst be data, never code. Before loading, its size is bounded — the whole frame, the pickled
+Python objects in it (a 30-million-element list would otherwise take gigabytes here) and the number
+of tensors — and after loading, ``check_plain`` rejects anything but the plain types.
 """
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ import select
 import struct
 import time
 import warnings
+import zipfile
 
 import torch
 
 MARK = "\x00kind"
-MAX_FRAME = 1 << 30
+MAX_FRAME = 512 << 20  # bytes in one reply, tensors included
+MAX_PICKLE = 4 << 20  # bytes of pickled Python objects (lists, dicts, numbers, strings) in one reply
+MAX_TENSORS = 20_000  # tensor storages in one reply
+TOO_BIG = "return tensors (or a few numbers), not long Python lists, strings or thousands of tensors"
 
 
 class FrameTimeout(Exception):
@@ -33,24 +39,34 @@ def encode_frame(payload) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
-def write_frame(fd: int, payload) -> None:
-    view = memoryview(encode_frame(payload))
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def read_frame(fd: int, deadline: float):
     header = _read_exact(fd, 8, deadline)
     (n,) = struct.unpack(">Q", header)
     if n > MAX_FRAME:
         raise ValueError(f"the worker sent a {n}-byte reply, over the {MAX_FRAME}-byte limit")
     body = _read_exact(fd, n, deadline)
+    check_size(body)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - anything but plain data is refused
         raise ValueError(f"the worker's reply holds something other than plain data ({type(exc).__name__})") from None
+
+
+def check_size(body: bytes) -> None:
+    """Refuse, before unpickling, a reply whose Python objects or tensor count exceed the limits."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise ValueError("the worker's reply is not in torch.save's format") from None
+    pickled = sum(e.file_size for e in entries if e.filename.endswith("data.pkl"))
+    if pickled > MAX_PICKLE:
+        raise ValueError(f"your code returned {pickled / 2**20:.1f} MiB of Python objects (limit {MAX_PICKLE / 2**20:.0f} MiB): {TOO_BIG}")
+    storages = sum(1 for e in entries if "/data/" in e.filename and not e.filename.rsplit("/", 1)[-1].startswith("."))
+    if storages > MAX_TENSORS:
+        raise ValueError(f"your code returned {storages} tensors (limit {MAX_TENSORS}): {TOO_BIG}")
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:

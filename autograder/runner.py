@@ -1,34 +1,87 @@
 """Grade one submission: extract its cells, start the worker, run the hidden pytest suite.
 
-The hidden tests run HERE, in the trusted process, with two fixtures:
-``student`` (a proxy whose calls run in the sandboxed worker) and ``reference``
-(the instructor's solution module). Scores are computed from plain data only.
+The hidden tests run HERE, in the trusted process, with three fixtures: ``student`` (a proxy
+whose calls run in the sandboxed worker), ``reference`` (the instructor's solution module) and
+``assignment`` (its manifest). Scores are computed from plain data only. Each test belongs to a
+part of the manifest (``@pytest.mark.part(cell)``); the points of a part's tests must add up to
+the part's points in the manifest, and ``parts=`` grades only some parts.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from autograder import assignments, sandbox
-from autograder.client import StudentError, StudentProxy, WorkerClient, WorkerFailure
+from autograder.sanitize import clean, one_line, quoted
+from autograder.client import GraderError, StudentError, StudentProxy, WorkerClient, WorkerFailure
 from autograder.notebook import SubmissionError, extract, preamble_sources, read_submission
 from autograder.results import Results, TestResult
 
 FEEDBACK_LIMIT = 1500
 
 
-class GradingPlugin:
+class SuiteChecks:
+    """pytest plugin: every test names a part of the manifest, and the points add up per part."""
+
+    def __init__(self, assignment: assignments.Assignment, parts: Iterable[str] | None = None) -> None:
+        self.manifest = assignment
+        self.selected = None if parts is None else set(parts)
+        self.collection_errors: list[str] = []
+        unknown = (self.selected or set()) - {p.cell for p in assignment.parts}
+        if unknown:
+            raise ValueError(f"{assignment.id} has no parts {sorted(unknown)}")
+
+    def pytest_collection_modifyitems(self, config, items):
+        totals = {p.cell: 0.0 for p in self.manifest.parts}
+        for item in items:
+            part, points = item_part(item), item_points(item)
+            if part not in totals:
+                self.collection_errors.append(f"{item.nodeid}: part {part!r} is not a part of the manifest {self.manifest.id}.toml")
+                continue
+            totals[part] += points
+        for p in self.manifest.parts:
+            if abs(totals[p.cell] - p.points) > 1e-9:
+                self.collection_errors.append(f"part {p.cell!r}: the tests' points add up to {totals[p.cell]:g}, the manifest says {p.points:g}")
+        if self.selected is not None:
+            keep = [i for i in items if item_part(i) in self.selected]
+            config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+            items[:] = keep
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collection_errors.append(str(report.longrepr)[-2000:])
+
+
+def item_part(item) -> str | None:
+    marker = item.get_closest_marker("part")
+    return str(marker.args[0]) if marker else None
+
+
+def item_points(item) -> float:
+    marker = item.get_closest_marker("points")
+    return float(marker.args[0]) if marker else 0.0
+
+
+def item_name(item) -> str:
+    doc = (item.function.__doc__ or "").strip().splitlines()
+    return item.name + (f": {doc[0]}" if doc else "")
+
+
+class GradingPlugin(SuiteChecks):
     """pytest plugin: provides the fixtures and records one TestResult per test."""
 
-    def __init__(self, student: StudentProxy, reference) -> None:
+    def __init__(self, assignment: assignments.Assignment, student: StudentProxy, client: WorkerClient, parts=None) -> None:
+        super().__init__(assignment, parts)
         self._student = student
-        self._reference = reference
+        self._client = client
         self.results: list[TestResult] = []
-        self.collection_errors: list[str] = []
+        self.grader_errors: list[str] = []
 
     @pytest.fixture(scope="session")
     def student(self) -> StudentProxy:
@@ -36,25 +89,30 @@ class GradingPlugin:
 
     @pytest.fixture(scope="session")
     def reference(self):
-        return self._reference
+        return self.manifest.reference()
+
+    @pytest.fixture(scope="session")
+    def assignment(self) -> assignments.Assignment:
+        return self.manifest
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        """Objects a test created in the worker (models, optimizers) die with the test."""
+        with contextlib.suppress(WorkerFailure, StudentError):
+            self._client.release_all()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            marker = item.get_closest_marker("points")
-            points = float(marker.args[0]) if marker else 0.0
-            doc = (item.function.__doc__ or "").strip().splitlines()
-            name = f"{item.name}" + (f": {doc[0]}" if doc else "")
+            points, name = item_points(item), item_name(item)
             if report.passed:
                 self.results.append(TestResult(name, points, points, "", status="passed"))
             else:
+                if call.excinfo is not None and isinstance(call.excinfo.value, GraderError):
+                    self.grader_errors.append(f"{item.name}: {call.excinfo.value}")
                 self.results.append(TestResult(name, 0.0, points, feedback(call.excinfo), status="failed"))
-
-    def pytest_collectreport(self, report):
-        if report.failed:
-            self.collection_errors.append(str(report.longrepr)[-2000:])
 
 
 def feedback(excinfo) -> str:
@@ -65,42 +123,57 @@ def feedback(excinfo) -> str:
     if isinstance(exc, StudentError) and str(exc).startswith("NotImplementedError"):
         text = "Not implemented yet: the function still raises NotImplementedError."
     elif isinstance(exc, StudentError):
-        text = f"Your code raised {exc}"
+        text = quoted(exc, label="Your code raised:")
     elif isinstance(exc, WorkerFailure):
         text = str(exc)
+    elif isinstance(exc, GraderError):
+        text = "The grader itself failed on this test (not your fault); your TA has been told."
     elif isinstance(exc, AssertionError):
         text = str(exc) or "a check on your result failed"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= FEEDBACK_LIMIT else text[:FEEDBACK_LIMIT] + " ..."
+    return clean(text, FEEDBACK_LIMIT)
 
 
-def zero(assignment_id: str, reason: str, started: float) -> Results:
+def zero(assignment_id: str, reason: str, started: float, parts: Iterable[str] | None = None) -> Results:
     """A result of 0 points with a one-line reason (bad file, nothing to grade)."""
     a = assignments.get(assignment_id)
-    tests = [TestResult(t.name, 0.0, t.max_score, reason, status="failed") for t in _test_points(a)]
+    tests = [TestResult(t.name, 0.0, t.points, reason, status="failed") for t in collect(a, parts)]
     return Results(assignment_id, tests, output=f"Not graded: {reason}", execution_time=time.monotonic() - started)
 
 
-def _test_points(a: assignments.Assignment) -> list[TestResult]:
-    """The suite's tests and points, without running them (pytest collection only)."""
+@dataclasses.dataclass(frozen=True)
+class SuiteTest:
+    name: str  # as in the results: "test_x: first line of its docstring"
+    part: str
+    points: float
 
-    class Collector:
+
+def collect(a: assignments.Assignment, parts: Iterable[str] | None = None) -> list[SuiteTest]:
+    """The suite's tests with their parts and points, without running them (pytest collection only)."""
+
+    class Collector(SuiteChecks):
         def __init__(self) -> None:
-            self.items: list[TestResult] = []
+            super().__init__(a, parts)
+            self.items: list[SuiteTest] = []
 
-        def pytest_collection_modifyitems(self, items):
-            for item in items:
-                marker = item.get_closest_marker("points")
-                doc = (item.function.__doc__ or "").strip().splitlines()
-                self.items.append(TestResult(item.name + (f": {doc[0]}" if doc else ""), 0.0, float(marker.args[0]) if marker else 0.0))
+        @pytest.hookimpl(trylast=True)
+        def pytest_collection_modifyitems(self, config, items):
+            super().pytest_collection_modifyitems(config, items)
+            self.items = [SuiteTest(item_name(i), item_part(i), item_points(i)) for i in items]
 
     collector = Collector()
     _run_pytest(a, [collector], extra=["--collect-only"])
+    _raise_on_suite_errors(a, collector.collection_errors)
     return collector.items
 
 
-def _run_pytest(a: assignments.Assignment, plugins: list, extra: list[str] = ()) -> int:
+def _raise_on_suite_errors(a: assignments.Assignment, errors: list[str]) -> None:
+    if errors:
+        raise RuntimeError(f"the hidden test suite of {a.id} is broken:\n" + "\n".join(errors))
+
+
+def _run_pytest(a: assignments.Assignment, plugins: list, extra: Iterable[str] = ()) -> int:
     args = [
         str(a.tests_dir),
         "-c", str(assignments.HIDDEN_TESTS / "pytest.ini"),
@@ -112,34 +185,48 @@ def _run_pytest(a: assignments.Assignment, plugins: list, extra: list[str] = ())
         "-q",
         *extra,
     ]
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return pytest.main(args, plugins=plugins)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = pytest.main(args, plugins=plugins)
+    if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
+        raise RuntimeError(f"running the hidden tests of {a.id} failed (pytest exit code {int(code)}):\n{out.getvalue()[-3000:]}")
+    return code
 
 
-def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | None = None) -> Results:
-    """Grade one submission file; never raises for anything the submission does."""
+def worker_limits(a: assignments.Assignment, base: sandbox.Limits | None = None) -> sandbox.Limits:
+    """The sandbox limits of this assignment's manifest (on top of ``base`` or the defaults)."""
+    m = a.limits
+    return dataclasses.replace(base or sandbox.Limits(), submission_budget_s=m.submission_budget_s, call_timeout_s=m.call_timeout_s,
+                               threads=m.threads, memory_bytes=int(m.memory_gib * 2**30))
+
+
+def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | None = None, parts: Iterable[str] | None = None) -> Results:
+    """Grade one submission file (all parts, or only ``parts``); never raises for anything the submission does."""
     started = time.monotonic()
     a = assignments.get(assignment_id)
+    parts = None if parts is None else list(parts)
     try:
         notebook = read_submission(submission)
     except SubmissionError as exc:
-        return zero(assignment_id, str(exc), started)
+        return zero(assignment_id, str(exc), started, parts)
     release = a.release()
     extraction = extract(notebook, release)
     if not extraction.cells:
-        return zero(assignment_id, "no graded cells found: submit the assignment notebook itself, with its graded cells", started)
+        return zero(assignment_id, "no graded cells found: submit the assignment notebook itself, with its graded cells", started, parts)
     notes = list(extraction.notes)
-    with WorkerClient(preamble_sources(release) + extraction.cells + a.worker_support, limits) as client:
+    cells = preamble_sources(release) + extraction.cells
+    with WorkerClient(cells, limits or worker_limits(a), support=a.support_sources()) as client:
         student = StudentProxy(client)
         try:
             for name, error in student.cell_errors.items():
-                notes.append(f"cell '{name}' raised an error when run, so what it defines may be missing:\n    " + error.replace("\n", "\n    "))
+                notes.append(f"cell '{one_line(name)}' raised an error when run, so what it defines may be missing:\n" + quoted(error))
         except (WorkerFailure, StudentError) as exc:
-            notes.append(f"running your notebook's graded cells failed: {exc}")
-        plugin = GradingPlugin(student, a.reference())
+            notes.append("running your notebook's graded cells failed:\n" + quoted(exc))
+        plugin = GradingPlugin(a, student, client, parts)
         _run_pytest(a, [plugin])
         if client.restarts:
             notes.append(f"the worker running your code was restarted {client.restarts} time(s) after a crash or timeout")
-    if plugin.collection_errors:
-        raise RuntimeError("the hidden test suite failed to load:\n" + "\n".join(plugin.collection_errors))
+    _raise_on_suite_errors(a, plugin.collection_errors)
+    if plugin.grader_errors:
+        notes.append("GRADER ERROR (tell the course staff): " + "\n".join(plugin.grader_errors))
     return Results(assignment_id, plugin.results, output="\n".join(notes), execution_time=time.monotonic() - started)

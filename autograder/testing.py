@@ -1,11 +1,19 @@
-"""Assertions for hidden tests: messages that tell the student what is wrong, not the answer's code."""
+"""Assertions for hidden tests: messages that tell the student what is wrong, not the answer's code.
+
+Every comparison here fails on NaN or inf unless the expected value has NaN / the same inf at the
+same place; use these helpers rather than ``==`` / ``<`` on values that came from the worker.
+Shared checks of the lesson: ``call_checked`` (forbidden library calls and operators, counted in
+every thread of the worker), ``assert_vectorized`` (no Python loop over boxes), ``assert_remote_module``
+and ``assert_inputs_unchanged``.
+"""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
-from autograder.client import RemoteObject
+from autograder.client import CallResult, RemoteObject
 
 
 class GradingFailure(AssertionError):
@@ -43,6 +51,32 @@ def assert_tensor(actual, expected: torch.Tensor, what: str, *, rtol: float = 1e
             f"{what}: {int(bad.sum())} of {bad.numel()} values differ (rtol={rtol:g}, atol={atol:g}); "
             f"first at index {list(idx)}: got {a[idx].item():.8g}, expected {e[idx].item():.8g}"
         )
+
+
+def assert_number(actual, expected: float, what: str, *, rtol: float = 1e-6, atol: float = 1e-9, kind: type = float) -> None:
+    """``actual`` must be a Python number (``kind``: float accepts int too) close to ``expected``.
+
+    NaN equals NaN only when ``expected`` is NaN; inf equals the same inf only."""
+    ok_types = (int, float) if kind is float else (kind,)
+    if type(actual) is bool or not isinstance(actual, ok_types) or isinstance(actual, torch.Tensor):
+        fail(f"{what}: expected a Python {kind.__name__}, got {describe(actual)}")
+    a, e = float(actual), float(expected)
+    if math.isnan(e) or math.isnan(a):
+        if not (math.isnan(e) and math.isnan(a)):
+            fail(f"{what}: got {a!r}, expected {e!r}")
+        return
+    if math.isinf(e) or math.isinf(a):
+        if a != e:
+            fail(f"{what}: got {a!r}, expected {e!r}")
+        return
+    if abs(a - e) > atol + rtol * abs(e):
+        fail(f"{what}: got {a:.10g}, expected {e:.10g} (rtol={rtol:g}, atol={atol:g})")
+
+
+def assert_at_least(value: float, bar: float, what: str) -> None:
+    """A metric must reach ``bar``; NaN never does."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(float(value)) or float(value) < bar:
+        fail(f"{what}: {value!r} is below the bar of {bar}")
 
 
 def assert_none(value, what: str) -> None:
@@ -113,3 +147,50 @@ def numerical_gradcheck(
                 f"{what}: gradcheck failed for input {i}: analytic and numerical Jacobians differ; "
                 f"d out[{k}] / d in[{j}]: analytic {analytic[j, k].item():.6g}, numerical {numeric[j, k].item():.6g}"
             )
+
+
+# ----------------------------------------------------------------------------- checks of the lesson
+def call_checked(target, name: str, *args, forbid: Sequence[str] = (), forbid_ops: Sequence[str] = (), hint: str = "",
+                 count_ops: bool = False, count_lines: bool = False, timeout: float | None = None, **kwargs) -> CallResult:
+    """Call ``name`` (on the ``student`` proxy, or a method of a RemoteObject) and fail if it used
+    a forbidden function (dotted path, however the student reached it) or operator (``torchvision::nms``,
+    from any thread). ``hint`` says what to do instead."""
+    if isinstance(target, RemoteObject):
+        result = target.call_method(name, *args, count_ops=count_ops, count_lines=count_lines, watch=forbid, watch_ops=forbid_ops, **kwargs)
+    else:
+        result = target.call(name, *args, count_ops=count_ops, count_lines=count_lines, watch=forbid, watch_ops=forbid_ops, timeout=timeout, **kwargs)
+    used = sorted(path for path, n in result.calls.items() if n)
+    if used:
+        fail(f"{name} must not use {', '.join(used)}: writing it is the exercise" + (f" ({hint})" if hint else ""))
+    return result
+
+
+def assert_vectorized(student, name: str, small_args: Sequence, large_args: Sequence, what: str, hint: str = "compute all pairs at once by broadcasting") -> None:
+    """``name`` must run the same number of tensor operations and of lines of the student's own code
+    for small and large inputs (a Python loop over elements shows up in one or the other)."""
+    small = student.call(name, *small_args, count_ops=True, count_lines=True)
+    large = student.call(name, *large_args, count_ops=True, count_lines=True)
+    ops_small, ops_large = sum(small.ops.values()), sum(large.ops.values())
+    if ops_large > ops_small:
+        fail(f"{name} ran {ops_small} tensor operations for {what[0]} but {ops_large} for {what[1]}: {hint}")
+    if large.lines > small.lines:
+        fail(f"{name} executed {small.lines} lines of your code for {what[0]} but {large.lines} for {what[1]} "
+             f"(a Python loop over the elements): {hint}")
+
+
+def assert_remote_module(student, obj, what: str, class_path: str = "torch.nn.Module") -> None:
+    """``obj`` (made in the worker) must be an instance of ``class_path``."""
+    if not isinstance(obj, RemoteObject) or not student.helper("is_instance")(obj, class_path):
+        fail(f"{what} must be a {class_path.rsplit('.', 1)[-1]}, got {describe(obj)}")
+
+
+def assert_inputs_unchanged(student, name: str, args: Sequence, what: str, allow_alias: bool = False):
+    """Call ``name(*args)`` in the worker; fail if it modified a tensor argument in place (or returned
+    one of them, unless ``allow_alias``). Returns the result."""
+    result, changed, aliased = student.helper("call_with_snapshot")(student.__getattr__(name).get(), list(args))
+    bad = [i for i, c in enumerate(changed) if c]
+    if bad:
+        fail(f"{what}: {name} changed its argument(s) {bad} in place; compute a new tensor and leave the caller's data alone")
+    if not allow_alias and any(aliased):
+        fail(f"{what}: {name} returned its input tensor itself; return a new tensor (the caller's tensor must not change when the result does)")
+    return result

@@ -19,14 +19,17 @@ import io
 import os
 import struct
 import sys
+import threading
 import traceback
 import types
+import warnings
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 MARK = "\x00kind"  # key that tags a dict as an encoded non-plain value
 MAX_DEPTH = 32
+MAX_ITEMS = 200_000  # Python values (numbers, strings, containers) in one reply; the grader also bounds bytes
 STUDENT_MODULE = "student_submission"
 
 
@@ -80,9 +83,20 @@ class Worker:
         sys.modules[STUDENT_MODULE] = self.module
         self.handles: dict[int, object] = {}
         self.next_handle = 1
+        # The grader's support functions, captured when loaded (before any student cell runs).
+        self.support: dict[str, object] = {}
 
     # -- values crossing to the grader
-    def encode(self, value, depth: int = 0):
+    def encode(self, value):
+        """``value`` as plain data for torch.save; objects stay here behind handles."""
+        self._items_left = MAX_ITEMS
+        return self._encode(value, 0)
+
+    def _encode(self, value, depth: int):
+        self._items_left -= 1
+        if self._items_left < 0:
+            raise ValueError(f"your code returned over {MAX_ITEMS} Python values (the grader accepts 4 MiB of Python objects): "
+                             "return tensors (or a few numbers), not long Python lists, strings or thousands of tensors")
         if depth > MAX_DEPTH:
             return self.handle(value)
         if value is None or type(value) in (bool, int, float, str):
@@ -96,10 +110,10 @@ class Worker:
         if type(value) is torch.Size:
             return tuple(int(v) for v in value)
         if type(value) in (list, tuple):
-            return type(value)(self.encode(v, depth + 1) for v in value)
+            return type(value)(self._encode(v, depth + 1) for v in value)
         if type(value) is dict or (isinstance(value, dict) and type(value).__module__ == "collections"):
             if all(type(k) in (str, int, float, bool) for k in value):
-                return {k: self.encode(v, depth + 1) for k, v in value.items()}
+                return {k: self._encode(v, depth + 1) for k, v in value.items()}
         return self.handle(value)
 
     def handle(self, obj) -> dict:
@@ -133,7 +147,9 @@ class Worker:
         elif kind == "handle":
             obj = self.handles[target["id"]]
         elif kind == "helper":
-            return HELPERS[target["path"]]
+            if target["path"] not in self.support:
+                raise GraderSupportError(f"the grader has no support function {target['path']!r}")
+            return self.support[target["path"]]
         else:
             raise ValueError(f"unknown target kind {kind!r}")
         for part in filter(None, target.get("path", "").split(".")):
@@ -163,29 +179,49 @@ class Worker:
     def dispatch(self, request: dict) -> dict:
         op = request["op"]
         if op == "load":
+            try:
+                self.load_support(request.get("support", []))
+            except BaseException as exc:  # noqa: BLE001 - reported as the grader's failure, not the student's
+                return {"ok": False, "grader_error": True, "error": f"{type(exc).__name__}: {_short(exc)}", "traceback": traceback.format_exc()[-3000:]}
             return {"ok": True, "cells": [[name, self.run_cell(name, src)] for name, src in request["cells"]]}
         if op == "getattr":
             return {"ok": True, "value": self.encode(self.resolve(request["target"]))}
         if op == "release":
-            for hid in request["ids"]:
-                self.handles.pop(hid, None)
+            ids = request["ids"]
+            if ids == "all":
+                self.handles.clear()
+            else:
+                for hid in ids:
+                    self.handles.pop(hid, None)
             return {"ok": True}
         if op == "call":
             fn = self.resolve(request["target"])
             args = self.decode(request.get("args", ()))
             kwargs = self.decode(request.get("kwargs", {}))
             watch = request.get("watch") or []
-            with OpCounter(enabled=bool(request.get("count_ops"))) as ops, CallCounter(watch) as calls:
+            watch_ops = request.get("watch_ops") or []
+            with OpCounter(enabled=bool(request.get("count_ops"))) as ops, LineCounter(enabled=bool(request.get("count_lines"))) as lines, \
+                    CallCounter(watch) as calls, KernelWatch(watch_ops) as kernels:
                 result = fn(*args, **kwargs)
             reply = {"ok": True, "value": self.encode(result)}
             if request.get("count_ops"):
                 reply["ops"] = dict(ops.counts)
-            if watch:
-                reply["calls"] = dict(calls.counts)
+            if request.get("count_lines"):
+                reply["lines"] = lines.count
+            if watch or watch_ops:
+                reply["calls"] = {**calls.counts, **kernels.counts}
             return reply
-        if op == "ping":
-            return {"ok": True, "value": "pong"}
         raise ValueError(f"unknown op {op!r}")
+
+    def load_support(self, modules: list) -> None:
+        """Run the grader's support modules as private modules and capture their public functions."""
+        for name, source in modules:
+            module = types.ModuleType(name)
+            module.__dict__["__builtins__"] = builtins
+            exec(compile(source, f"<grader {name}>", "exec"), module.__dict__)  # noqa: S102 - the grader's own code
+            for attr, value in vars(module).items():
+                if not attr.startswith("_") and callable(value) and getattr(value, "__module__", None) == name:
+                    self.support[attr] = value
 
     def run_cell(self, name: str, source: str) -> str | None:
         try:
@@ -195,6 +231,10 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
             return f"{type(exc).__name__}: {_short(exc)}\n{student_traceback(exc)}".rstrip()
         return None
+
+
+class GraderSupportError(Exception):
+    """The grader asked for something its support modules do not provide."""
 
 
 def _short(exc: BaseException, limit: int = 2000) -> str:
@@ -233,114 +273,159 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class LineCounter:
+    """Counts the lines of the student's cells executed during a call (a Python loop over boxes
+    shows up here even when it does no tensor operation per element)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.count = 0
+
+    def _global(self, frame, event, arg):
+        return self._local if event == "call" and frame.f_code.co_filename.startswith("<cell ") else None
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self.count += 1
+        return self._local
+
+    def __enter__(self):
+        if self.enabled:
+            self._previous = sys.gettrace()
+            sys.settrace(self._global)
+            threading.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            sys.settrace(self._previous)
+            threading.settrace(None)
+        return None
+
+
+def _trampoline_code(original: types.CodeType, hook) -> types.CodeType | None:
+    """A code object with ``original``'s free variables whose body is ``return hook(*a, **kw)``."""
+    free = original.co_freevars
+    src = "def _outer():\n" + "".join(f"    {v} = None\n" for v in free) + "    def _watched(*args, **kwargs):\n"
+    if free:  # reference the free variables so the closure layout matches the original's
+        src += f"        ({', '.join(free)},)\n"
+    src += "        return '__HOOK__'(*args, **kwargs)\n    return _watched\n"
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "'str' object is not callable": the constant is replaced below
+        exec(compile(src, "<grader watch>", "exec"), namespace)  # noqa: S102 - fixed template
+    code = namespace["_outer"]().__code__
+    if code.co_freevars != free:
+        return None
+    consts = tuple(hook if c == "__HOOK__" else c for c in code.co_consts)
+    return code.replace(co_consts=consts, co_name=original.co_name, co_qualname=original.co_qualname)
+
+
 class CallCounter:
-    """Wraps Python functions named by dotted path (``torch.autograd.grad``) and counts calls."""
+    """Counts calls of Python functions named by dotted path (``torchvision.ops.nms``).
+
+    The function objects themselves are instrumented for the duration of the call: their
+    ``__code__`` is swapped for a counting trampoline, so calls through references the student
+    captured earlier (``from torchvision.ops import nms as f``), aliases and other threads are
+    all counted. Objects without Python code (C functions) are counted by replacing the attribute.
+    """
 
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
         self.counts = {p: 0 for p in paths}
-        self.saved: list[tuple[object, str, object]] = []
+        self.restore: list = []
 
     def __enter__(self):
         for path in self.paths:
             owner_path, _, attr = path.rpartition(".")
             try:
                 owner = import_path(owner_path)
-                original = getattr(owner, attr)
+                target = inspect_static(owner, attr)
             except Exception:  # noqa: BLE001 - an absent path simply cannot be called
                 continue
-            self.saved.append((owner, attr, original))
-            setattr(owner, attr, self._wrap(path, original))
+            fn = getattr(target, "__func__", target)  # classmethod / staticmethod / bound method
+            if isinstance(fn, types.FunctionType) and self._swap_code(path, fn):
+                continue
+            original = getattr(owner, attr)
+            setattr(owner, attr, self._counting(path, original))
+            self.restore.append(lambda owner=owner, attr=attr, original=original: setattr(owner, attr, original))
         return self
 
-    def _wrap(self, path: str, original):
+    def _counting(self, path: str, call):
         counts = self.counts
 
         def counted(*args, **kwargs):
             counts[path] += 1
-            return original(*args, **kwargs)
+            return call(*args, **kwargs)
 
         return counted
 
+    def _swap_code(self, path: str, fn: types.FunctionType) -> bool:
+        original = fn.__code__
+        copy = types.FunctionType(original, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        copy.__kwdefaults__ = fn.__kwdefaults__
+        code = _trampoline_code(original, self._counting(path, copy))
+        if code is None:
+            return False
+        fn.__code__ = code
+        self.restore.append(lambda: setattr(fn, "__code__", original))
+        return True
+
     def __exit__(self, *exc):
-        for owner, attr, original in reversed(self.saved):
-            setattr(owner, attr, original)
+        for undo in reversed(self.restore):
+            undo()
         return None
 
 
-# ----------------------------------------------------------------------------- helpers
-def _is_instance(obj, class_path: str) -> bool:
-    cls = import_path(class_path)
-    return isinstance(obj, cls)
+def inspect_static(owner, attr: str):
+    """``owner.attr`` without triggering descriptors (a classmethod stays a classmethod)."""
+    if isinstance(owner, type):
+        for klass in owner.__mro__:
+            if attr in vars(klass):
+                return vars(klass)[attr]
+    return getattr(owner, attr)
 
 
-def _function_backward(function_cls, inputs, needs_grad, grad_outputs):
-    """Run ``function_cls.apply(*inputs)`` then call its ``backward`` directly on the real ctx.
+class KernelWatch:
+    """Counts dispatcher-level calls of custom operators such as ``torchvision::nms`` from ANY thread.
 
-    Returns (output, raw tuple returned by backward, number of saved tensors).
+    A counting kernel is registered for the operator's autograd keys for the duration of the call
+    (the dispatcher is process-wide, unlike a TorchDispatchMode); it counts, then runs the real
+    kernel below autograd. Direct ``torch.ops.torchvision.nms(...)`` calls are therefore counted too.
     """
-    xs = [x.detach().requires_grad_(bool(m)) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x, m in zip(inputs, needs_grad)]
-    out = function_cls.apply(*xs)
-    ctx = out.grad_fn
-    if ctx is None:
-        return out, None, 0
-    grads = function_cls.backward(ctx, *grad_outputs)
-    if not isinstance(grads, tuple):
-        grads = (grads,)
-    return out, tuple(grads), len(ctx.saved_tensors)
 
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.counts = {n: 0 for n in names}
+        self.libraries: list = []
 
-def _vjp(fn, inputs, grad_output, needs_grad=None):
-    """Forward ``fn(*inputs)`` with autograd on, then ``torch.autograd.grad`` against grad_output."""
-    needs_grad = needs_grad or [isinstance(x, torch.Tensor) and x.is_floating_point() for x in inputs]
-    xs = [x.detach().requires_grad_(bool(m)) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x, m in zip(inputs, needs_grad)]
-    out = fn(*xs)
-    wrt = [x for x, m in zip(xs, needs_grad) if m]
-    grads = torch.autograd.grad(out, wrt, grad_output, allow_unused=True)
-    it = iter(grads)
-    return out, [next(it) if m else None for m in needs_grad]
+    def __enter__(self):
+        for name in self.names:
+            namespace, _, op_name = name.partition("::")
+            try:
+                packet = getattr(getattr(torch.ops, namespace), op_name)
+                overload = packet.default
+            except (AttributeError, RuntimeError):
+                continue
+            lib = torch.library.Library(namespace, "IMPL")
+            counts = self.counts
 
+            def counted(*args, _name=name, _overload=overload, **kwargs):
+                counts[_name] += 1
+                with torch._C._AutoDispatchBelowAutograd():
+                    return _overload(*args, **kwargs)
 
-def _graph_nodes(graph_module):
-    """(op, target) strings of an FX ``GraphModule``'s nodes, plus the called modules' types."""
-    nodes = []
-    modules = dict(graph_module.named_modules())
-    for node in graph_module.graph.nodes:
-        target = node.target
-        if node.op == "call_module":
-            described = type(modules[target]).__name__
-        elif callable(target):
-            described = getattr(target, "__name__", None) or str(target)
-            described = str(target) if hasattr(target, "_schema") else described
-        else:
-            described = str(target)
-        nodes.append((node.op, described))
-    return nodes
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for key in ("AutogradCPU", "AutogradCUDA"):
+                    lib.impl(op_name, counted, key)
+            self.libraries.append(lib)
+        return self
 
-
-def _set_grads(module, grads):
-    for name, p in module.named_parameters():
-        g = grads.get(name)
-        p.grad = None if g is None else g.to(p.device, p.dtype).clone()
-    return None
-
-
-def _backward_mse(model, x, y):
-    """Accumulate the gradient of mse_loss(model(x), y) into the model's parameters; return the loss."""
-    loss = torch.nn.functional.mse_loss(model(x), y)
-    loss.backward()
-    return loss.detach()
-
-
-HELPERS = {
-    "backward_mse": _backward_mse,
-    "is_instance": _is_instance,
-    "function_backward": _function_backward,
-    "vjp": _vjp,
-    "graph_nodes": _graph_nodes,
-    "set_grads": _set_grads,
-    "type_name": lambda obj: f"{type(obj).__module__}.{type(obj).__qualname__}",
-}
+    def __exit__(self, *exc):
+        for lib in self.libraries:
+            lib._destroy()
+        return None
 
 
 def main() -> None:

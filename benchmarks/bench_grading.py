@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from autograder.assignments import known_ids
 from common import markdown, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def main() -> None:
     rows, table = [], []
     work = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     try:
-        for assignment in ("a1_pytorch", "a2_detection_basics"):
+        for assignment in known_ids():
             for kind, folder in (("solution", "solutions"), ("untouched release", "assignments")):
                 seconds, out = cli("grade", "--assignment", assignment, str(ROOT / folder / assignment / f"{assignment}.ipynb"), cwd=work)
                 score = re.search(r": ([\d.]+) / 100 points \(([\d.]+) s\)", out)

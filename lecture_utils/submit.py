@@ -4,14 +4,18 @@
     submit.export("a1_pytorch.ipynb")
 
 Checks, in order: the notebook is valid nbformat 4; every graded cell of the assignment is
-present; none still contains ``raise NotImplementedError``; the visible checks pass when the
-graded cells run in a fresh Python process. Then it writes ``<name>_submission.ipynb``.
+present, once (a duplicated graded cell is a warning that says which copy the autograder grades);
+none still contains ``raise NotImplementedError``; the visible checks pass when the graded cells
+run in a fresh Python process. Then it writes ``<name>_submission.ipynb``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +24,37 @@ import nbformat
 CHECK_TAG = "check"
 PREAMBLE_TAG = "preamble"
 STUB = "raise NotImplementedError"
+# The line nbgrader puts where a solution goes (a bare raise, not one with a message of the student's).
+_STUB_LINE = re.compile(r"^[ \t]*raise[ \t]+NotImplementedError(?:\([ \t]*\))?[ \t]*(?:#.*)?$", re.M)
+
+
+def stub_raises(source: str) -> int:
+    """How many bare ``raise NotImplementedError()`` lines (nbgrader's stub) ``source`` still has."""
+    return len(_STUB_LINE.findall(source))
+
+
+def choose_copy(sources: Sequence[str], unchanged: Sequence[bool]) -> tuple[int, str]:
+    """Which of several copies of one graded cell is graded, and why (shared with the autograder).
+
+    The copy the student worked in: one that differs from the release stub (``unchanged[i]`` is
+    False) and has the fewest stub ``raise NotImplementedError()`` left; among equals, the last.
+    """
+    ranks = [(not same, -stub_raises(src)) for src, same in zip(sources, unchanged)]
+    best = max(ranks)
+    tied = [i for i, r in enumerate(ranks) if r == best]
+    chosen = tied[-1]
+    if not best[0]:
+        why = "none of them differs from the stub: the last one"
+    elif len(tied) > 1:
+        why = f"the last of the {len(tied)} copies that differ from the stub"
+    elif sum(not u for u in unchanged) == 1:
+        why = "the one that differs from the stub"
+    elif best[1] == 0:
+        why = "the only one that differs from the stub and no longer raises NotImplementedError"
+    else:
+        why = "the one with the fewest `raise NotImplementedError()` left"
+    return chosen, why
+
 
 # Runs the cells it reads on stdin one after another and reports each as a JSON line.
 _CELL_RUNNER = r"""
@@ -44,6 +79,7 @@ for name, src in cells:
 class Report:
     notebook: str
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     output: Path | None = None
@@ -55,6 +91,7 @@ class Report:
     def __str__(self) -> str:
         lines = [f"Submission check for {self.notebook}:"]
         lines += [f"  ✗ {p}" for p in self.problems]
+        lines += [f"  ! {w}" for w in self.warnings]
         total = self.checks_passed + len(self.checks_failed)
         if total:
             lines.append(f"  {'✓' if not self.checks_failed else '✗'} visible checks: {self.checks_passed}/{total} pass")
@@ -73,6 +110,34 @@ def _source(cell) -> str:
 def _graded(cell) -> str | None:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return meta.get("grade_id") if cell.cell_type == "code" and meta.get("solution") else None
+
+
+def _unchanged(cell) -> bool:
+    """True when a graded cell is still exactly as released: nbgrader's checksum of it still matches."""
+    meta = cell.metadata.get("nbgrader", {})
+    grade = meta.get("grade", False)
+    parts = [_source(cell), cell.cell_type, str(grade), str(meta.get("solution", False)), "False", str(meta.get("grade_id", ""))]
+    if grade:
+        parts.append(str(float(meta.get("points", 0))))
+    return hashlib.md5("".join(parts).encode(), usedforsecurity=False).hexdigest() == meta.get("checksum")
+
+
+def graded_copies(nb: nbformat.NotebookNode) -> tuple[dict[str, int], list[str]]:
+    """The position of the graded copy of each graded cell, and a warning for each duplicated one."""
+    positions: dict[str, list[int]] = {}
+    for i, cell in enumerate(nb.cells):
+        if _graded(cell):
+            positions.setdefault(_graded(cell), []).append(i)
+    chosen, warnings = {}, []
+    for gid, where in positions.items():
+        cells = [nb.cells[i] for i in where]
+        k, why = choose_copy([_source(c) for c in cells], [_unchanged(c) for c in cells])
+        chosen[gid] = where[k]
+        if len(where) > 1:
+            warnings.append(f"graded cell '{gid}' appears {len(where)} times (a copied cell keeps its grading metadata); "
+                            f"the autograder will grade copy {k + 1} of {len(where)} from the top ({why}). "
+                            "Keep all your code for this cell in that copy and delete the other copies.")
+    return chosen, warnings
 
 
 def _load(notebook_path: str | Path) -> nbformat.NotebookNode:
@@ -99,19 +164,18 @@ def check(nb: nbformat.NotebookNode, name: str, run_checks: bool = True, timeout
     except nbformat.ValidationError as exc:
         report.problems.append(f"invalid notebook: {str(exc).splitlines()[0]}")
     expected = list(nb.metadata.get("course", {}).get("graded_cells", []))
-    present = [gid for gid in map(_graded, nb.cells) if gid]
+    chosen, report.warnings = graded_copies(nb)
     for gid in expected:
-        if gid not in present:
+        if gid not in chosen:
             report.problems.append(f"graded cell '{gid}' is missing — do not delete or split graded cells (re-download the assignment and copy your code back)")
-    for cell in nb.cells:
-        gid = _graded(cell)
-        if gid and STUB in _source(cell):
+    for gid, i in chosen.items():
+        if STUB in _source(nb.cells[i]):
             report.problems.append(f"graded cell '{gid}' still contains `raise NotImplementedError()`")
-    if run_checks:
+    if run_checks:  # the graded copy of each graded cell, the visible checks and the imports, in notebook order
         runnable = [
             (_graded(c) or ("check" if CHECK_TAG in c.metadata.get("tags", []) else "preamble"), _source(c))
-            for c in nb.cells
-            if c.cell_type == "code" and (_graded(c) or {CHECK_TAG, PREAMBLE_TAG} & set(c.metadata.get("tags", [])))
+            for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and (chosen.get(_graded(c)) == i if _graded(c) else {CHECK_TAG, PREAMBLE_TAG} & set(c.metadata.get("tags", [])))
         ]
         _run_checks(runnable, report, timeout)
     return report

@@ -7,8 +7,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.assignments import known_ids
+
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENT_IDS = sorted(p.name for p in (ROOT / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
+# Released assignments, from their manifests (autograder/manifests/<id>.toml).
+ASSIGNMENT_IDS = known_ids()
 
 
 def solution_nb(assignment_id: str) -> nbformat.NotebookNode:
@@ -44,12 +47,25 @@ def grade(tmp_path):
     """grade(notebook_or_path, assignment) -> Results, through the real pipeline (worker and all)."""
     from autograder.runner import grade as run_grade
 
-    def _grade(nb_or_path, assignment_id: str = "a1_pytorch"):
+    def _grade(nb_or_path, assignment_id: str = "a1_pytorch", parts=None):
         path = nb_or_path if isinstance(nb_or_path, Path) else write_nb(nb_or_path, tmp_path / "submission.ipynb")
-        return run_grade(assignment_id, path)
+        return run_grade(assignment_id, path, parts=parts)
 
     return _grade
 
 
 def points_by_test(results) -> dict[str, float]:
     return {t.name.split(":")[0]: t.score for t in results.tests}
+
+
+def suite_parts(assignment_id: str) -> dict[str, str]:
+    """Hidden test name -> the part (graded cell) it belongs to, from the suite and the manifest."""
+    from autograder import assignments, runner
+
+    return {t.name.split(":")[0]: t.part for t in runner.collect(assignments.get(assignment_id))}
+
+
+def part_points(assignment_id: str, cell: str) -> float:
+    from autograder import assignments
+
+    return assignments.get(assignment_id).part(cell).points

@@ -110,7 +110,7 @@ CASES = {
     "memory_blow_up": ("solution", {"manual_step": replaced("manual_step", "    pre_act = x.mm(w1)", "    torch.empty(40 * 2**30, dtype=torch.uint8).fill_(1)\n    pre_act = x.mm(w1)")}, 85, "memory", False),
     "monkeypatching_torch_and_builtins": ("release", {"manual_step": MONKEYPATCH}, 0, "", True),
     "tensor_subclass_with_custom_eq": ("solution", {"sigmoid": CHEAT_TENSOR + replaced("sigmoid", "    return Sigmoid.apply(x)\n", "    return Sigmoid.apply(x).as_subclass(Cheat)\n")}, 98, "expected a Tensor", False),
-    "pickle_frame_on_the_pipe": ("release", {"manual_step": PICKLE_FRAME}, 0, "plain data", False),
+    "pickle_frame_on_the_pipe": ("release", {"manual_step": PICKLE_FRAME}, 0, "torch.save", False),
     "printing_100_MB": ("solution", {"sigmoid": replaced("sigmoid", "    return Sigmoid.apply(x)\n", "    import sys\n    sys.stdout.write('x' * (100 * 2**20))\n    sys.stdout.flush()\n    return Sigmoid.apply(x)\n")}, 98, "File too large", False),
     "calling_torch_optim_where_forbidden": ("solution", {"optimizers": replaced(
         "optimizers",
@@ -134,7 +134,7 @@ CASES = {
                 if p.grad is None:
                     continue
                 d_p = p.grad''')}, 88, "must implement the update itself", False),
-    "unicode_and_a_huge_cell": ("solution", {gid: "# 中文注释 ✓ — ünïcödé 🚀\n" + ("# filler line\n" * 200_000 if gid == "graphs" else "") + sol(gid) for gid in ("manual_step", "graphs")}, 100, "", False),
+    "unicode_and_a_huge_cell": ("solution", {gid: "# 中文注释 ✓ — ünïcödé 🚀\n" + ("# filler line\n" * 60_000 if gid == "graphs" else "") + sol(gid) for gid in ("manual_step", "graphs")}, 100, "", False),
 }
 
 

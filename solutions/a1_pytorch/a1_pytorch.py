@@ -25,6 +25,12 @@
 # the autograder calls them by name. Small **visible checks** after each part tell you whether
 # you are on the right track; the graded tests are more thorough (other shapes, dtypes, edge cases).
 #
+# **Writing these functions is the exercise.** Where a part says that a library function is *not
+# allowed* (autograd in the manual backward pass, `torch.optim` inside your optimizers, ...), the
+# grader detects the call — however you reach it: an alias, a reference saved earlier, another thread —
+# and gives no points for that function. Unless a function's description says otherwise, it returns
+# new tensors and never modifies its arguments in place.
+#
 # The notebook runs on a CPU in a few minutes; in Colab, any runtime works.
 
 # %% tags=["setup"]
@@ -64,8 +70,13 @@ print("running on", device)
 #   \frac{\partial L}{\partial h} = \Big(\frac{\partial L}{\partial \hat y} W_2^\top\Big) \odot \mathbb{1}[h > 0], \qquad
 #   \frac{\partial L}{\partial W_1} = x^\top \frac{\partial L}{\partial h}.$$
 #
-# Implement one gradient-descent step **without autograd** (no `backward`, no `torch.autograd`).
-# Return the loss at the *current* weights and the *new* weights; do not modify the inputs in place.
+# Implement one gradient-descent step **without autograd**.
+#
+# * **Not allowed:** autograd in any form — `loss.backward()`, `torch.autograd.grad` / `torch.autograd.backward`,
+#   `torch.autograd.functional`, `torch.func` (`grad`, `vjp`, `jvp`, ...), forward-mode AD. Tensor operations only.
+# * Return the loss at the *current* weights (a scalar tensor) and the *new* weights as **new tensors**:
+#   `x`, `y`, `w1` and `w2` must not change (no `w1 -= ...`, no `w1.sub_(...)`), also when `lr = 0`.
+# * The result has the dtype of the inputs (float32 in, float32 out).
 
 # %% nbgrader={"grade": false, "grade_id": "manual_step", "locked": false, "schema_version": 3, "solution": true}
 def manual_two_layer_step(x: torch.Tensor, y: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, lr: float):
@@ -90,11 +101,32 @@ def manual_two_layer_step(x: torch.Tensor, y: torch.Tensor, w1: torch.Tensor, w2
 
 
 # %% tags=["check"]
-# Visible check: your gradients against autograd's on a small random problem.
+# A helper for the visible checks of this notebook: inside `with _forbid("torch.autograd.grad", ...)` the
+# named library functions raise an error, so a check can tell you that your code calls one of them.
+# (Only direct calls are caught here; the graded tests catch every way of calling them.)
+import contextlib
+from unittest import mock
+
+
+@contextlib.contextmanager
+def _forbid(*names):
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            def _refuse(*args, _name=name, **kwargs):
+                raise AssertionError(f"{_name} is not allowed here: writing this part yourself is the exercise")
+            stack.enter_context(mock.patch(name, _refuse))
+        yield
+
+
+# Visible check: your gradients against autograd's on a small random problem; no autograd inside
+# your step, and w1, w2 left as they were.
 _g = torch.Generator().manual_seed(1)
 _x, _y = torch.randn(8, 5, generator=_g, dtype=torch.float64), torch.randn(8, 3, generator=_g, dtype=torch.float64)
 _w1, _w2 = torch.randn(5, 4, generator=_g, dtype=torch.float64), torch.randn(4, 3, generator=_g, dtype=torch.float64)
-_loss, _nw1, _nw2 = manual_two_layer_step(_x, _y, _w1, _w2, 0.01)
+_w1_before, _w2_before = _w1.clone(), _w2.clone()
+with _forbid("torch.Tensor.backward", "torch.autograd.backward", "torch.autograd.grad", "torch.func.grad", "torch.func.vjp"):
+    _loss, _nw1, _nw2 = manual_two_layer_step(_x, _y, _w1, _w2, 0.01)
+assert torch.equal(_w1, _w1_before) and torch.equal(_w2, _w2_before), "manual_two_layer_step must not modify w1 or w2 in place: return new tensors"
 _a1, _a2 = _w1.clone().requires_grad_(), _w2.clone().requires_grad_()
 _ref = (_x.mm(_a1).clamp(min=0).mm(_a2) - _y).pow(2).sum()
 _ref.backward()
@@ -169,6 +201,16 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
 # `F.smooth_l1_loss(input, target, reduction="none", beta=beta)`:
 # $\ell(d) = \tfrac{1}{2} d^2/\beta$ if $|d| < \beta$ else $|d| - \tfrac{1}{2}\beta$, with $d = \text{input} - \text{target}$
 # (and $\ell = |d|$ when $\beta = 0$). Gradients flow to both `input` and `target`.
+#
+# **Rules for the three Functions** (the grader gives no points for a Function that breaks them):
+#
+# * `backward` computes the gradients by hand. **Not allowed** in `forward` or `backward`: autograd
+#   (`.backward()`, `torch.autograd.grad`, `torch.func`, ...) and PyTorch's own backward kernels
+#   (e.g. `torch.ops.aten.sigmoid_backward`). `Sigmoid.forward` may use `torch.sigmoid`.
+# * `SmoothL1Function` is written with elementary tensor operations: `F.smooth_l1_loss`, `F.huber_loss`
+#   and `nn.SmoothL1Loss` are **not allowed** in it.
+# * Neither pass modifies its inputs or `grad_output` in place (autograd may share `grad_output` with
+#   other branches of the graph): compute new tensors.
 
 # %% nbgrader={"grade": false, "grade_id": "linear_function", "locked": false, "schema_version": 3, "solution": true}
 class LinearFunction(torch.autograd.Function):
@@ -244,6 +286,17 @@ assert torch.autograd.gradcheck(LinearFunction.apply, (_x, _w, _b), raise_except
 _t = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
 assert torch.allclose(SmoothL1Function.apply(_x, _t, 0.5), F.smooth_l1_loss(_x, _t, reduction="none", beta=0.5)), "SmoothL1 forward differs"
 assert torch.autograd.gradcheck(lambda a, b: SmoothL1Function.apply(a, b, 0.5), (_x, _t), raise_exception=False), "SmoothL1Function backward is wrong"
+# Forward and backward by hand, called directly as autograd would: no autograd and no F.smooth_l1_loss
+# inside, and neither the inputs nor grad_output modified in place.
+for _fn, _args in ((Sigmoid, (_x,)), (LinearFunction, (_x, _w, _b)), (SmoothL1Function, (_x, _t, 0.5))):
+    _before = [a.detach().clone() if torch.is_tensor(a) else a for a in _args]
+    with _forbid("torch.Tensor.backward", "torch.autograd.backward", "torch.autograd.grad", "torch.nn.functional.smooth_l1_loss", "torch.nn.functional.huber_loss"):
+        _out = _fn.apply(*_args)
+        _gout = torch.randn_like(_out)
+        _gout_before = _gout.clone()
+        _fn.backward(_out.grad_fn, _gout)
+    assert all(not torch.is_tensor(a) or torch.equal(a, b) for a, b in zip(_args, _before)), f"{_fn.__name__}.forward modified its inputs in place"
+    assert torch.equal(_gout, _gout_before), f"{_fn.__name__}.backward modified grad_output in place"
 print("custom autograd functions pass gradcheck ✓")
 
 # %% [markdown]
@@ -316,7 +369,16 @@ print("modules have the right structure ✓")
 # * **Adam** with L2 weight decay: $g \leftarrow \nabla + \lambda p$; $m \leftarrow \beta_1 m + (1-\beta_1) g$;
 #   $v \leftarrow \beta_2 v + (1-\beta_2) g^2$; $p \leftarrow p - \eta \frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}$.
 #
-# Parameters whose `.grad` is `None` are skipped (not even decayed).
+# Parameters whose `.grad` is `None` are skipped (not even decayed). Not part of this exercise:
+# SGD's `dampening` (always 0), `nesterov` and `maximize`; Adam's `amsgrad` and `maximize`; `foreach` / `fused`.
+#
+# * **Not allowed:** `torch.optim` optimizers (`torch.optim.SGD`, `torch.optim.Adam`, `AdamW`, ...) and their
+#   functional forms (`torch.optim._functional.sgd` / `adam`, the fused kernels) inside your classes:
+#   `step` writes the update with tensor operations. (Inheriting from `torch.optim.Optimizer` for
+#   `param_groups`, `state` and `zero_grad` is what the skeleton does, and is fine.)
+# * `step` reads `p.grad` but **never modifies it**: the weight-decayed gradient is a new tensor, and the
+#   momentum buffer / moments are the optimizer's own tensors (not `p.grad` itself, which
+#   `zero_grad(set_to_none=False)` zeroes in place).
 
 # %% nbgrader={"grade": false, "grade_id": "optimizers", "locked": false, "schema_version": 3, "solution": true}
 class SGDMomentum(torch.optim.Optimizer):
@@ -391,41 +453,54 @@ class Adam(torch.optim.Optimizer):
 
 
 # %% tags=["check"]
-# Visible check: 20 steps of your optimizers against torch.optim on the same problem.
+# Visible check: 20 steps of your optimizers against torch.optim on the same problem, with
+# zero_grad(set_to_none=False); step must leave p.grad alone and must not call torch.optim.
 def _run(opt_cls, steps=20, **kw):
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     opt = opt_cls(model.parameters(), **kw)
     data = torch.randn(16, 4)
     for _ in range(steps):
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=False)
         model(data).pow(2).mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
         opt.step()
+        assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads)), f"{opt_cls.__name__}.step modified p.grad in place"
     return model.weight.detach()
 
-assert torch.allclose(_run(SGDMomentum, lr=0.1, momentum=0.9, weight_decay=0.01), _run(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=0.01), atol=1e-6), "SGDMomentum differs from torch.optim.SGD"
-assert torch.allclose(_run(Adam, lr=0.01, weight_decay=0.01), _run(torch.optim.Adam, lr=0.01, weight_decay=0.01), atol=1e-6), "Adam differs from torch.optim.Adam"
+_torch_sgd = _run(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=0.01)
+_torch_sgd_no_decay = _run(torch.optim.SGD, lr=0.1, momentum=0.9)
+_torch_adam = _run(torch.optim.Adam, lr=0.01, weight_decay=0.01)
+with _forbid("torch.optim.SGD.step", "torch.optim.Adam.step", "torch.optim.sgd.sgd", "torch.optim.adam.adam",
+             "torch.optim._functional.sgd", "torch.optim._functional.adam"):
+    assert torch.allclose(_run(SGDMomentum, lr=0.1, momentum=0.9, weight_decay=0.01), _torch_sgd, atol=1e-6), "SGDMomentum differs from torch.optim.SGD"
+    assert torch.allclose(_run(SGDMomentum, lr=0.1, momentum=0.9), _torch_sgd_no_decay, atol=1e-6), "SGDMomentum without weight decay differs from torch.optim.SGD"
+    assert torch.allclose(_run(Adam, lr=0.01, weight_decay=0.01), _torch_adam, atol=1e-6), "Adam differs from torch.optim.Adam"
 print("optimizers match torch.optim ✓")
 
 # %% [markdown]
 # ## Part 5 — Training loop and data loading (13 points)
 #
-# `train_model(model, loader, optimizer, loss_fn, epochs)` runs the canonical loop: for every
-# `(inputs, targets)` batch, **zero the gradients**, compute `loss_fn(model(inputs), targets)`,
-# backpropagate and step. Move each batch to the device of the model's parameters. Return the list of
-# per-epoch **mean batch losses** (plain Python floats; every batch counts once, whatever its size).
+# `train_model(model, loader, optimizer, loss_fn, epochs)` runs the canonical loop: put the model in
+# **train mode** (`model.train()`: the caller may hand it over in eval mode, and BatchNorm / Dropout behave
+# differently in the two modes), then for every `(inputs, targets)` batch **zero the gradients**, compute
+# `loss_fn(model(inputs), targets)`, backpropagate and step. Move each batch to the device of the model's
+# parameters. Return the list of per-epoch **mean batch losses** (plain Python floats; every batch counts
+# once, whatever its size). **Not allowed:** `lecture_utils.train.fit` — write the loop yourself.
 #
 # Detection datasets return a different number of boxes per image, so the default collate (which
 # stacks everything) fails. `detection_collate(batch)` takes a list of `(image, target)` pairs —
 # `image` a Tensor[C, H, W] (all the same size), `target` a dict with `"boxes"` Tensor[N_i, 4] and
-# `"labels"` Tensor[N_i] — and returns `(images, targets)`: the images stacked into Tensor[B, C, H, W] and
-# the targets as a list of the B dicts, unchanged.
+# `"labels"` Tensor[N_i] — and returns `(images, targets)`: the images stacked into Tensor[B, C, H, W]
+# (with the images' dtype) and the targets as a **list** (not a tuple) of the B dicts, in order and unchanged.
+# The batch itself is not modified.
 
 # %% nbgrader={"grade": false, "grade_id": "training", "locked": false, "schema_version": 3, "solution": true}
 def train_model(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, loss_fn, epochs: int) -> list[float]:
     """Train for `epochs` passes over `loader`; return the mean batch loss of each epoch."""
     ### BEGIN SOLUTION
     model_device = next(model.parameters()).device
+    model.train()
     epoch_losses = []
     for _ in range(epochs):
         running, batches = 0.0, 0
@@ -456,11 +531,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 _model = nn.Linear(3, 1)
 _loader = DataLoader(TensorDataset(torch.randn(10, 3), torch.randn(10, 1)), batch_size=4)
-_hist = train_model(_model, _loader, torch.optim.SGD(_model.parameters(), lr=0.1), nn.MSELoss(), epochs=3)
+with _forbid("lecture_utils.train.fit"):
+    _hist = train_model(_model, _loader, torch.optim.SGD(_model.parameters(), lr=0.1), nn.MSELoss(), epochs=3)
 assert isinstance(_hist, list) and len(_hist) == 3 and all(isinstance(v, float) for v in _hist), "train_model must return one float per epoch"
+# A model handed over in eval mode: BatchNorm must see the batches in train mode (its statistics update).
+_bn_model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)).eval()
+train_model(_bn_model, _loader, torch.optim.SGD(_bn_model.parameters(), lr=0.1), nn.MSELoss(), epochs=1)
+assert int(_bn_model[1].num_batches_tracked) == 3, "train_model must put the model in train mode (model.train()): BatchNorm did not update its statistics"
 _batch = [(torch.rand(3, 8, 12), {"boxes": torch.rand(k, 4), "labels": torch.ones(k, dtype=torch.int64)}) for k in (0, 2, 5)]
 _imgs, _tgts = detection_collate(_batch)
 assert _imgs.shape == (3, 3, 8, 12) and [t["boxes"].shape[0] for t in _tgts] == [0, 2, 5]
+assert isinstance(_tgts, list), f"detection_collate must return the targets as a list, got {type(_tgts).__name__}"
+assert [len(t["boxes"]) for _, t in _batch] == [0, 2, 5], "detection_collate must not modify the batch"
 print("training loop and collate work ✓")
 
 # %% [markdown]
@@ -485,7 +567,8 @@ plot_losses(curves, title="ParallelBlock model: your optimizers", logy=False);
 # PyTorch 2 captures graphs with `torch.export` (and `torch.compile` uses the same machinery).
 # `capture_graph(model, example_input)` must return a `torch.fx.GraphModule` whose graph computes
 # `model(x)` for inputs shaped like `example_input` — use `torch.export.export(...)` and `.module()`.
-# Put the model in eval mode first.
+# The graph is the **eval-mode** graph (what you deploy: BatchNorm with its running statistics, no
+# dropout), whatever mode the model is in when you get it: put the model in eval mode first.
 
 # %% nbgrader={"grade": false, "grade_id": "graphs", "locked": false, "schema_version": 3, "solution": true}
 def capture_graph(model: nn.Module, example_input: torch.Tensor) -> torch.fx.GraphModule:
@@ -500,6 +583,10 @@ def capture_graph(model: nn.Module, example_input: torch.Tensor) -> torch.fx.Gra
 _gm = capture_graph(TwoLayerNet(4, 8, 2), torch.randn(3, 4))
 assert isinstance(_gm, torch.fx.GraphModule), "capture_graph must return a torch.fx.GraphModule"
 print([str(n.target) for n in _gm.graph.nodes if n.op == "call_function"])
+# A model in train mode is captured as its eval-mode graph: no dropout left in it.
+_dropout_gm = capture_graph(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train(), torch.randn(2, 4))
+_xin = torch.randn(2, 4)
+assert torch.equal(_dropout_gm(_xin), _dropout_gm(_xin)), "capture_graph must capture the eval-mode graph (model.eval() first): the graph still applies dropout"
 
 # %% [markdown]
 # The computational graph autograd built for the two-layer net, drawn from its `grad_fn` chain:

@@ -1,15 +1,37 @@
-"""Part 2: Sigmoid, LinearFunction, SmoothL1Function (28 points)."""
+"""Part 2: Sigmoid, LinearFunction, SmoothL1Function."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from autograder.testing import assert_none, assert_tensor, describe, fail, numerical_gradcheck
 
+from .lesson import check_function_by_hand, check_function_leaves_inputs
+
 F64 = dict(rtol=1e-9, atol=1e-10)
 
 
 def rand(*shape, seed=0, dtype=torch.float64, scale=1.0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * scale
+
+
+def small_problem(name):
+    """(inputs, needs_grad, grad_outputs) on which a Function's two passes are watched."""
+    if name == "Sigmoid":
+        return [rand(5, seed=60)], [True], [rand(5, seed=61)]
+    if name == "LinearFunction":
+        return [rand(4, 3, seed=62), rand(2, 3, seed=63), rand(2, seed=64)], [True, True, True], [rand(4, 2, seed=65)]
+    return [rand(6, seed=66, scale=2), rand(6, seed=67, scale=2), 0.7], [True, True, False], [rand(6, seed=68)]
+
+
+def by_hand(student, name):
+    """Every test of a Function starts here: writing forward and backward is the exercise, so a
+    Function that calls autograd (or the library's own kernels) gets none of its points."""
+    check_function_by_hand(student, name, *small_problem(name))
+
+
+def leaves_inputs(student, name):
+    by_hand(student, name)
+    check_function_leaves_inputs(student, name, *small_problem(name))
 
 
 def expected_grads(fn, inputs, grad_output, needs):
@@ -52,9 +74,11 @@ def gradcheck(student, name, inputs, wrt, what, extra=()):
 
 
 # ----------------------------------------------------------------------------- Sigmoid (8)
+@pytest.mark.part("sigmoid")
 @pytest.mark.points(2)
 def test_sigmoid_forward(student):
     """sigmoid(x) and Sigmoid.apply(x) equal torch.sigmoid, also for large |x| and empty input"""
+    by_hand(student, "Sigmoid")
     for dtype, tol in ((torch.float64, F64), (torch.float32, dict(rtol=1e-5, atol=1e-7))):
         x = torch.cat([rand(50, seed=1, dtype=dtype) * 8, torch.tensor([-100.0, -30.0, 0.0, 30.0, 100.0], dtype=dtype)]).reshape(5, 11)
         assert_tensor(student.sigmoid(x), torch.sigmoid(x), f"sigmoid(x), {dtype}", **tol)
@@ -63,21 +87,27 @@ def test_sigmoid_forward(student):
     assert_tensor(student.sigmoid(empty), torch.sigmoid(empty), "sigmoid of an empty tensor")
 
 
-@pytest.mark.points(3)
+@pytest.mark.part("sigmoid")
+@pytest.mark.points(2)
 def test_sigmoid_backward(student):
     """gradients through Sigmoid equal autograd's for torch.sigmoid"""
+    by_hand(student, "Sigmoid")
     check_vjp(student, "Sigmoid", torch.sigmoid, [rand(4, 7, seed=2, scale=3)], [True], "Sigmoid")
 
 
+@pytest.mark.part("sigmoid")
 @pytest.mark.points(2)
 def test_sigmoid_gradcheck(student):
     """Sigmoid passes gradcheck (float64)"""
+    by_hand(student, "Sigmoid")
     gradcheck(student, "Sigmoid", [rand(3, 4, seed=3, scale=2)], [0], "Sigmoid")
 
 
+@pytest.mark.part("sigmoid")
 @pytest.mark.points(1)
 def test_sigmoid_saves_for_backward(student):
     """Sigmoid stores what backward needs with ctx.save_for_backward"""
+    by_hand(student, "Sigmoid")
     x = rand(6, seed=4)
     out, grads, n_saved = student.helper("function_backward")(student.Sigmoid.get(), [x], [True], [torch.ones(6, dtype=torch.float64)])
     if not n_saved:
@@ -85,13 +115,22 @@ def test_sigmoid_saves_for_backward(student):
     assert_tensor(grads[0], torch.sigmoid(x) * (1 - torch.sigmoid(x)), "Sigmoid.backward(ctx, ones)", **F64)
 
 
+@pytest.mark.part("sigmoid")
+@pytest.mark.points(1)
+def test_sigmoid_leaves_inputs_unchanged(student):
+    """Sigmoid modifies neither its input (forward) nor grad_output (backward) in place"""
+    leaves_inputs(student, "Sigmoid")
+
+
 # ----------------------------------------------------------------------------- LinearFunction (12)
 LINEAR_CASES = [((5, 3), 4, True), ((2, 4, 3), 6, True), ((3,), 2, True), ((7, 3), 5, False), ((0, 3), 2, True)]
 
 
-@pytest.mark.points(3)
+@pytest.mark.part("linear_function")
+@pytest.mark.points(2)
 def test_linear_forward(student):
     """LinearFunction.apply equals F.linear: leading dims, 1-D input, no bias, empty batch, float32"""
+    by_hand(student, "LinearFunction")
     for k, (shape, out_f, with_bias) in enumerate(LINEAR_CASES):
         for dtype, tol in ((torch.float64, F64), (torch.float32, dict(rtol=1e-5, atol=1e-5))):
             x, w = rand(*shape, seed=k, dtype=dtype), rand(out_f, shape[-1], seed=k + 10, dtype=dtype)
@@ -99,17 +138,21 @@ def test_linear_forward(student):
             assert_tensor(student.LinearFunction.apply(*args), F.linear(*args), f"LinearFunction.apply for x {list(shape)}, bias={with_bias}, {dtype}", **tol)
 
 
+@pytest.mark.part("linear_function")
 @pytest.mark.points(3)
 def test_linear_backward(student):
     """gradients of x, weight and bias equal autograd's for F.linear (with leading dims)"""
+    by_hand(student, "LinearFunction")
     for k, (shape, out_f, with_bias) in enumerate(LINEAR_CASES[:4]):
         args = [rand(*shape, seed=k), rand(out_f, shape[-1], seed=k + 10)] + ([rand(out_f, seed=k + 20)] if with_bias else [])
         check_vjp(student, "LinearFunction", F.linear, args, [True] * len(args), f"LinearFunction, x {list(shape)}, bias={with_bias}")
 
 
+@pytest.mark.part("linear_function")
 @pytest.mark.points(3)
 def test_linear_needs_input_grad(student):
     """backward returns None exactly for the inputs that need no gradient"""
+    by_hand(student, "LinearFunction")
     x, w, b = rand(4, 3, seed=5), rand(2, 3, seed=6), rand(2, seed=7)
     g = rand(4, 2, seed=8)
     exp = {"x": g @ w, "weight": g.t() @ x, "bias": g.sum(0)}
@@ -129,10 +172,19 @@ def test_linear_needs_input_grad(student):
         assert_none(grads[2], "gradient of a bias that was not given")
 
 
+@pytest.mark.part("linear_function")
 @pytest.mark.points(3)
 def test_linear_gradcheck(student):
     """LinearFunction passes gradcheck for x, weight and bias (float64, 3-D input)"""
+    by_hand(student, "LinearFunction")
     gradcheck(student, "LinearFunction", [rand(2, 2, 3, seed=9), rand(2, 3, seed=10), rand(2, seed=11)], [0, 1, 2], "LinearFunction")
+
+
+@pytest.mark.part("linear_function")
+@pytest.mark.points(1)
+def test_linear_leaves_inputs_unchanged(student):
+    """LinearFunction modifies neither x, weight, bias (forward) nor grad_output (backward) in place"""
+    leaves_inputs(student, "LinearFunction")
 
 
 # ----------------------------------------------------------------------------- SmoothL1 (8)
@@ -140,9 +192,11 @@ def smooth_l1(x, t, beta=1.0):
     return F.smooth_l1_loss(x, t, reduction="none", beta=beta)
 
 
-@pytest.mark.points(3)
+@pytest.mark.part("smooth_l1_function")
+@pytest.mark.points(2)
 def test_smooth_l1_forward(student):
     """values equal F.smooth_l1_loss(reduction='none') for several beta, beta = 0, |d| = beta, default beta"""
+    by_hand(student, "SmoothL1Function")
     x, t = rand(6, 5, seed=12, scale=2), rand(6, 5, seed=13, scale=2)
     for beta in (1.0, 0.5, 2.0, 0.0, 1e-3):
         assert_tensor(student.SmoothL1Function.apply(x, t, beta), smooth_l1(x, t, beta), f"SmoothL1Function.apply(input, target, {beta})", **F64)
@@ -160,9 +214,11 @@ def away_from_kinks(x, t, beta):
     return torch.where(ok, x, x + 0.01)
 
 
+@pytest.mark.part("smooth_l1_function")
 @pytest.mark.points(3)
 def test_smooth_l1_backward(student):
     """gradients reach both input and target and equal autograd's (beta > 0 and beta = 0)"""
+    by_hand(student, "SmoothL1Function")
     for k, beta in enumerate((1.0, 0.3, 0.0)):
         x, t = rand(5, 4, seed=20 + k, scale=2), rand(5, 4, seed=30 + k, scale=2)
         x = away_from_kinks(x, t, beta)
@@ -177,8 +233,17 @@ def test_smooth_l1_backward(student):
             assert_tensor(grads[i], exp[i], f"SmoothL1Function gradient of {name}, beta={beta}", **F64)
 
 
+@pytest.mark.part("smooth_l1_function")
 @pytest.mark.points(2)
 def test_smooth_l1_gradcheck(student):
     """SmoothL1Function passes gradcheck for input and target (float64)"""
+    by_hand(student, "SmoothL1Function")
     x, t = rand(3, 3, seed=50, scale=2), rand(3, 3, seed=51, scale=2)
     gradcheck(student, "SmoothL1Function", [away_from_kinks(x, t, 0.7), t], [0, 1], "SmoothL1Function", extra=(0.7,))
+
+
+@pytest.mark.part("smooth_l1_function")
+@pytest.mark.points(1)
+def test_smooth_l1_leaves_inputs_unchanged(student):
+    """SmoothL1Function modifies neither input, target (forward) nor grad_output (backward) in place"""
+    leaves_inputs(student, "SmoothL1Function")

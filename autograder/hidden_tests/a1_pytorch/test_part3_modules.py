@@ -1,4 +1,4 @@
-"""Part 3: TwoLayerNet, ParallelBlock, build_parallel_model (15 points)."""
+"""Part 3: TwoLayerNet, ParallelBlock, build_parallel_model."""
 import pytest
 import torch
 
@@ -32,6 +32,9 @@ def build_pair(student, reference, name, *args):
 
 
 def check_forward_and_grad(student, got, ref, x, what):
+    _, changed, _ = student.helper("call_with_snapshot")(got, [x])
+    if changed != [False]:
+        fail(f"{what}: forward modified its input in place; compute new tensors and leave the caller's data alone")
     out, grads = student.helper("vjp")(got, [x], torch.ones_like(ref(x)), [True])
     xr = x.clone().requires_grad_()
     exp = ref(xr)
@@ -40,6 +43,7 @@ def check_forward_and_grad(student, got, ref, x, what):
     assert_tensor(grads[0], xr.grad, f"{what}: gradient of the input", **F64)
 
 
+@pytest.mark.part("modules")
 @pytest.mark.points(6)
 def test_two_layer_net(student, reference):
     """TwoLayerNet: parameters linear1/linear2, output and input gradient (2-D and 3-D inputs)"""
@@ -48,6 +52,7 @@ def test_two_layer_net(student, reference):
     check_forward_and_grad(student, got, ref, torch.randn(2, 4, 7, dtype=torch.float64), "TwoLayerNet")
 
 
+@pytest.mark.part("modules")
 @pytest.mark.points(5)
 def test_parallel_block(student, reference):
     """ParallelBlock: relu(linear1(x) * linear2(x)), output and input gradient"""
@@ -56,6 +61,7 @@ def test_parallel_block(student, reference):
     check_forward_and_grad(student, got, ref, torch.randn(3, 2, 6, dtype=torch.float64), "ParallelBlock")
 
 
+@pytest.mark.part("modules")
 @pytest.mark.points(4)
 def test_build_parallel_model(student, reference):
     """build_parallel_model: Sequential(ParallelBlock, ParallelBlock, Linear) with the right sizes"""

@@ -1,13 +1,17 @@
-"""Part 6: sliding_window_count, single_object_loss, SingleObjectDetector (11 points)."""
+"""Part 6: sliding_window_count, single_object_loss, SingleObjectDetector."""
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tv
 
 from autograder.client import RemoteObject
+from lecture_utils.data import ShapesDataset
 from autograder.testing import assert_tensor, describe, fail
 
+SHAPES = dict(min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
 
+
+@pytest.mark.part("single_object")
 @pytest.mark.points(3)
 def test_sliding_window_count(student):
     """(W - w + 1)(H - h + 1) positions for one size; H(H+1)/2 * W(W+1)/2 for all sizes"""
@@ -19,6 +23,7 @@ def test_sliding_window_count(student):
             fail(f"sliding_window_count({H}, {W}" + ("" if h is None else f", {h}, {w}") + f") = {got!r}, expected {expected}")
 
 
+@pytest.mark.part("single_object")
 @pytest.mark.points(3)
 def test_single_object_loss(student):
     """cross-entropy + lam * mean squared error, and its gradients"""
@@ -40,6 +45,7 @@ def test_single_object_loss(student):
     assert_tensor(grads[1], b2.grad, "gradient of the loss w.r.t. the boxes", rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.part("single_object")
 @pytest.mark.points(1)
 def test_detector_outputs(student):
     """SingleObjectDetector(num_classes) maps images to (Tensor[B, num_classes + 1], Tensor[B, 4] in [0, 1])"""
@@ -57,11 +63,61 @@ def test_detector_outputs(student):
         fail(f"boxes should be Tensor[3, 4] with values in [0, 1], got {describe(boxes)}")
 
 
-@pytest.mark.points(4)
-def test_detector_learns_shapes(student):
-    """trained by the grader's fixed recipe (400 Adam steps, one-object 64x64 shapes): accuracy >= 0.6, mean IoU >= 0.55"""
-    pred_cls, pred_boxes, labels, boxes = student.call("_grader_train_single_object", student.SingleObjectDetector.get(), timeout=240).value
-    accuracy = float((pred_cls == labels).float().mean())
-    iou = float(torch.diag(tv.box_iou(pred_boxes.float(), boxes.float())).mean())
-    if accuracy < 0.6 or iou < 0.55:
-        fail(f"after training: classification accuracy {accuracy:.2f} (need 0.6) and mean box IoU {iou:.2f} (need 0.55) on 128 validation images")
+# Evaluation data made here, in the trusted process; its seed is not visible to the worker.
+EVAL_SEED, EVAL_IMAGES = 7_919, 128
+ACCURACY_BAR, IOU_BAR, MIN_DROP = 0.6, 0.55, 0.15
+
+
+@pytest.fixture(scope="module")
+def trained_single_object(student):
+    """Train the student's detector once (grader recipe, in the worker) and score it here.
+
+    Returns {"trained": (accuracy, mean IoU), "shuffled": (accuracy, mean IoU)}; "shuffled" is the
+    same model with its trained weights permuted, which must score clearly worse (a hand-written
+    detector that does not learn gets no points)."""
+    data = ShapesDataset(EVAL_IMAGES, 64, seed=EVAL_SEED, **SHAPES)
+    items = [data[i] for i in range(EVAL_IMAGES)]
+    images = torch.stack([im for im, _ in items])
+    labels = torch.stack([t["labels"][0] for _, t in items])
+    boxes = torch.stack([t["boxes"][0] for _, t in items])
+    result = student.call_helper("train_single_object", student.SingleObjectDetector.get(), images, timeout=240).value
+    if not isinstance(result, (tuple, list)) or len(result) != 4:
+        fail(f"the training recipe got {describe(result)} from your model, not predictions")
+    return {"trained": score(result[0], result[1], labels, boxes), "shuffled": score(result[2], result[3], labels, boxes)}
+
+
+def score(pred_classes, pred_boxes, labels, boxes) -> tuple[float, float]:
+    """(accuracy, mean IoU) of predictions against the trusted ground truth; NaN/inf scores 0."""
+    n = len(labels)
+    if not isinstance(pred_classes, torch.Tensor) or tuple(pred_classes.shape) != (n,) or pred_classes.is_floating_point():
+        fail(f"class predictions should be Tensor[{n}] of class ids, got {describe(pred_classes)}")
+    if not isinstance(pred_boxes, torch.Tensor) or tuple(pred_boxes.shape) != (n, 4):
+        fail(f"box predictions should be Tensor[{n}, 4], got {describe(pred_boxes)}")
+    accuracy = float((pred_classes == labels).double().mean())
+    finite = torch.isfinite(pred_boxes).all(1)
+    iou = torch.diag(tv.box_iou(pred_boxes.double(), boxes.double())).nan_to_num(0.0)
+    return accuracy, float(torch.where(finite, iou, torch.zeros_like(iou)).mean())
+
+
+@pytest.mark.part("single_object")
+@pytest.mark.points(2)
+def test_detector_learns_to_classify(trained_single_object):
+    """trained by the grader's recipe (400 Adam steps, one-object 64x64 shapes): accuracy >= 0.6 on 128 new images, learned"""
+    accuracy, shuffled = trained_single_object["trained"][0], trained_single_object["shuffled"][0]
+    if accuracy < ACCURACY_BAR:
+        fail(f"after training, classification accuracy is {accuracy:.2f} on 128 validation images (need {ACCURACY_BAR})")
+    if shuffled > accuracy - MIN_DROP:
+        fail(f"with its trained weights shuffled, your model still classifies {shuffled:.2f} correctly (trained: {accuracy:.2f}): "
+             "the class must come from the learned weights, not from a hand-written rule")
+
+
+@pytest.mark.part("single_object")
+@pytest.mark.points(2)
+def test_detector_learns_to_localize(trained_single_object):
+    """trained by the grader's recipe: mean box IoU >= 0.55 on 128 new images, learned"""
+    iou, shuffled = trained_single_object["trained"][1], trained_single_object["shuffled"][1]
+    if iou < IOU_BAR:
+        fail(f"after training, the mean box IoU is {iou:.2f} on 128 validation images (need {IOU_BAR})")
+    if shuffled > iou - MIN_DROP:
+        fail(f"with its trained weights shuffled, your model's boxes still reach IoU {shuffled:.2f} (trained: {iou:.2f}): "
+             "the box must come from the learned weights, not from a hand-written rule")

@@ -1,0 +1,103 @@
+"""Trained tests score what the model learned, measured in the trusted process.
+
+Each hostile model below gets 0 on a2's trained tests, whatever it does in the worker: the
+evaluation images and their ground truth are made by the grader, metrics are computed outside
+the worker, and a model whose score survives shuffling its trained weights did not learn it.
+"""
+import pytest
+
+from conftest import solution_nb, with_cells
+
+A2 = "a2_detection_basics"
+TRAINED = ("test_detector_learns_to_classify", "test_detector_learns_to_localize")
+
+# Ignores the image: one learned class and one learned box for every input.
+BLIND = '''
+class SingleObjectDetector(nn.Module):
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_classes + 1))
+        self.box = nn.Parameter(torch.zeros(4))
+
+    def forward(self, images):
+        b = images.shape[0]
+        return self.logits.expand(b, -1), torch.sigmoid(self.box).expand(b, -1)
+'''
+
+# The attack that scored 100 before trusted evaluation: a blind model plus training/evaluation
+# data swapped for an easy target, through every name the old recipe used.
+DATA_SWAP = BLIND + '''
+import lecture_utils.data, lecture_utils.data.shapes
+_Real = lecture_utils.data.ShapesDataset
+
+class EasyShapes(_Real):
+    def __getitem__(self, index):
+        image, target = super().__getitem__(index)
+        target["labels"] = torch.ones_like(target["labels"])
+        target["boxes"] = torch.tensor([[0.0, 0.0, 64.0, 64.0]]).expand_as(target["boxes"]).clone()
+        return image, target
+
+lecture_utils.data.ShapesDataset = EasyShapes
+lecture_utils.data.shapes.ShapesDataset = EasyShapes
+_Real.__getitem__ = EasyShapes.__getitem__
+_render = lecture_utils.data.shapes.render_shapes
+def render_easy(index, config, seed):
+    image, target = _render(index, config, seed)
+    target["labels"] = torch.ones_like(target["labels"])
+    return image, target
+lecture_utils.data.shapes.render_shapes = render_easy
+import builtins
+builtins.ShapesDataset = EasyShapes
+'''
+
+# Ignores its weights: looks each evaluation image up in the dataset it came from (as if the
+# evaluation seed had leaked) and answers perfectly; the parameter only lets the optimizer run.
+ORACLE = '''
+from lecture_utils.data import ShapesDataset as _Shapes
+
+class SingleObjectDetector(nn.Module):
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dummy = nn.Parameter(torch.zeros(num_classes + 1))
+        self._answers = None
+
+    def _lookup(self, images):
+        if self._answers is None:
+            data = _Shapes(128, 64, seed=7_919, min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
+            items = [data[i] for i in range(len(data))]
+            self._answers = (torch.stack([im for im, _ in items]).flatten(1),
+                             torch.stack([t["labels"][0] for _, t in items]), torch.stack([t["boxes"][0] for _, t in items]) / 64)
+        keys, labels, boxes = self._answers
+        nearest = torch.cdist(images.flatten(1), keys).argmin(1)
+        return labels[nearest], boxes[nearest]
+
+    def forward(self, images):
+        b = images.shape[0]
+        if self.training:
+            return self.dummy.expand(b, -1), torch.sigmoid(self.dummy[:4]).expand(b, -1)
+        labels, boxes = self._lookup(images)
+        return torch.nn.functional.one_hot(labels, self.num_classes + 1).float() * 10 + 0 * self.dummy, boxes
+'''
+
+
+def single_object_cell(model_code: str) -> str:
+    """The solution's single_object cell with SingleObjectDetector replaced by ``model_code``."""
+    from conftest import cell_by_id
+
+    source = cell_by_id(solution_nb(A2), "single_object").source
+    start, end = source.index("class SingleObjectDetector"), source.index("def single_object_loss")
+    return source[:start] + model_code.strip() + "\n\n\n" + source[end:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,model_code", [("blind", BLIND), ("blind + data swap", DATA_SWAP), ("ignores its weights", ORACLE)])
+def test_hostile_models_score_zero_on_the_trained_tests(grade, name, model_code):
+    results = grade(with_cells(solution_nb(A2), {"single_object": single_object_cell(model_code)}), A2, parts=["single_object"])
+    scores = {t.name.split(":")[0]: (t.score, t.output) for t in results.tests}
+    for test in TRAINED:
+        assert scores[test][0] == 0, (name, test, scores[test])
+    # the parts of the cell that are still correct keep their points
+    assert scores["test_sliding_window_count"][0] == 3 and scores["test_single_object_loss"][0] == 3, (name, scores)
+    if name == "ignores its weights":
+        assert "shuffled" in scores[TRAINED[0]][1], scores[TRAINED[0]]
