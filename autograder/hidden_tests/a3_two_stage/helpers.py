@@ -1,0 +1,77 @@
+"""Data and shared checks of the a3 hidden tests.
+
+Every call of a graded function goes through ``call``: it counts, in the worker, the library
+functions and operators that do the function's job and fails with a message naming them (the
+notebook lists them)."""
+import torch
+
+from autograder.client import RemoteObject, StudentError
+from autograder.testing import GradingFailure, assert_tensor, call_checked, describe, fail
+
+_ROI = ["torchvision.ops.roi_align", "torchvision.ops.roi_pool", "torchvision.ops.RoIAlign.forward", "torchvision.ops.RoIPool.forward",
+        "torchvision.ops.MultiScaleRoIAlign.forward", "torchvision.ops.poolers._multiscale_roi_align"]
+_ROI_OPS = ["torchvision::roi_align", "torchvision::_roi_align_backward", "torchvision::roi_pool", "torchvision::_roi_pool_backward"]
+_MATCHER = ["torchvision.models.detection._utils.Matcher.__call__", "torchvision.models.detection._utils.Matcher.set_low_quality_matches_"]
+_SAMPLER = ["torchvision.models.detection._utils.BalancedPositiveNegativeSampler.__call__"]
+
+# graded function -> (library functions it must not call, operators it must not run, what to do instead)
+FORBIDDEN = {
+    "roi_align": (_ROI, _ROI_OPS, "compute the sample points and interpolate them with tensor operations"),
+    "roi_pool": (_ROI, _ROI_OPS, "compute the bins and take their maximum with tensor operations"),
+    "generate_anchors": ([], [], ""),
+    "match_anchors": (_MATCHER, [], "compare the IoUs with the thresholds yourself"),
+    "sample_labels": (_SAMPLER, [], "draw the random permutations yourself"),
+}
+
+
+def call(student, name, *args, **kwargs):
+    """``student.<name>(*args)`` in the worker; fails (no points) if it used a library function that does its job."""
+    forbid, forbid_ops, hint = FORBIDDEN[name]
+    return call_checked(student, name, *args, forbid=forbid, forbid_ops=forbid_ops, hint=hint, **kwargs).value
+
+
+def student_vjp(student, name, inputs, grad_output, needs_grad):
+    """(output, gradients) of ``student.<name>(*inputs)`` by autograd in the worker, watched like ``call``."""
+    forbid, forbid_ops, hint = FORBIDDEN[name]
+    fn, vjp = student.__getattr__(name).get(), student.helper("vjp").get()
+    if not isinstance(vjp, RemoteObject):
+        fail("the grader could not reach its helper 'vjp'")
+    try:
+        value = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint).value
+    except GradingFailure as exc:
+        message = str(exc)
+        raise GradingFailure(name + message[len("__call__"):] if message.startswith("__call__") else message) from None
+    except StudentError:
+        # a forbidden operator runs below autograd while it is watched, so its output has no gradient and
+        # the backward pass fails first: name the forbidden call, which is the real reason
+        call(student, name, *inputs)
+        raise
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not isinstance(value[1], list):
+        fail(f"{name}: the grader could not run the backward pass")
+    return value
+
+
+def random_rois(k, n_images, map_hw, spatial_scale, generator, dtype=torch.float32):
+    """Tensor[k, 5] RoIs in image pixels for a map of ``map_hw`` cells at ``spatial_scale``: most inside
+    the image, some partly or wholly outside, small and large ones, a few inverted (x2 < x1)."""
+    h, w = (s / spatial_scale for s in map_hw)
+    size = torch.tensor([w, h], dtype=torch.float64)
+    xy = (torch.rand(k, 2, generator=generator, dtype=torch.float64) * 1.5 - 0.25) * size
+    wh = torch.rand(k, 2, generator=generator, dtype=torch.float64) ** 2 * 0.8 * size
+    wh[: k // 10] *= -0.05  # inverted
+    batch = torch.randint(0, n_images, (k, 1), generator=generator).double()
+    return torch.cat([batch, xy, xy + wh], dim=1).to(dtype)
+
+
+def as_list(rois, n_images):
+    """The same RoIs as a list of Tensor[K_i, 4] (and the Tensor[K, 5] in that order)."""
+    order = torch.argsort(rois[:, 0], stable=True)
+    rois = rois[order]
+    return [rois[rois[:, 0] == i, 1:] for i in range(n_images)], rois
+
+
+def check_output(got, expected, what, dtype_tol=None):
+    tol = dtype_tol or ({"rtol": 1e-5, "atol": 2e-5} if expected.dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-10})
+    if not isinstance(got, torch.Tensor):
+        fail(f"{what}: expected a Tensor{list(expected.shape)}, got {describe(got)}")
+    assert_tensor(got, expected, what, **tol)

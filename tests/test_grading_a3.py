@@ -1,0 +1,241 @@
+"""End-to-end grading of the draft a3_two_stage (parts roi_ops and anchors so far): the solution
+scores every point of these parts, the release 0, subtly wrong code loses points, library calls that
+do the exercise get nothing, and correct alternatives keep full marks.
+
+a3 is a draft (its manifest says so): `python -m autograder list`, the Makefile and the book skip it, and
+its parts add up to less than 100 until FPN, RPN, FasterRCNN and the trained test are written. These
+tests name it directly, so `make test` grades it all the same."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ASSIGNMENT_IDS, ROOT, cell_by_id, part_points, release_nb, solution_nb, suite_parts, with_cells
+from autograder import assignments, runner
+from autograder.notebook import graded_cells
+from autograder.results import validate
+
+A3 = "a3_two_stage"
+
+
+def sol(gid):
+    return cell_by_id(solution_nb(A3), gid).source
+
+
+def build(changes):
+    """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
+    out = {}
+    for gid, change in changes.items():
+        if isinstance(change, str):
+            out[gid] = change
+            continue
+        source = sol(gid)
+        for old, new in ([change] if isinstance(change, tuple) else change):
+            assert source.count(old) == 1, (gid, old)
+            source = source.replace(old, new)
+        out[gid] = source
+    return out
+
+
+def test_a3_is_a_consistent_draft():
+    """Drafts are skipped by `list` (hence the Makefile and the bundle) but must be consistent: the release's
+    graded cells are the manifest's parts, each part's tests add up to its points, and the parts add up to
+    at most 100 (exactly 100 is required once the status is `released`)."""
+    a = assignments.get(A3)
+    assert a.status == "draft" and A3 not in ASSIGNMENT_IDS and A3 in assignments.known_ids(include_drafts=True)
+    listed = subprocess.run([sys.executable, "-m", "autograder", "list"], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    assert A3 not in listed
+    assert [c.grade_id for c in graded_cells(release_nb(A3))] == [p.cell for p in a.parts]
+    assert 0 < a.total_points <= 100
+    tests = runner.collect(a)
+    for p in a.parts:
+        assert sum(t.points for t in tests if t.part == p.cell) == p.points
+    assert {t.part for t in tests} == {p.cell for p in a.parts}
+
+
+@pytest.mark.slow
+def test_a3_solution_full_release_zero(grade):
+    results = grade(ROOT / "solutions" / A3 / f"{A3}.ipynb", A3)
+    total = assignments.get(A3).total_points
+    assert results.score == total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
+    assert sum(t.max_score for t in results.tests) == total
+    assert results.execution_time < 60, results.execution_time
+    validate(results.to_gradescope())
+    released = grade(ROOT / "assignments" / A3 / f"{A3}.ipynb", A3)
+    assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
+
+
+@pytest.mark.slow
+def test_a3_one_solved_part_scores_exactly_its_points(grade):
+    results = grade(with_cells(release_nb(A3), {"anchors": solution_nb(A3)}), A3)
+    assert results.score == part_points(A3, "anchors"), [(t.name, t.score) for t in results.tests if t.score]
+
+
+# ----------------------------------------------------------------------------- other implementations
+# roi_align gathering the four neighbours of every sample itself (no grid_sample), exact to float rounding
+ROI_ALIGN_GATHER = '''    rois = _as_rois(boxes, input)
+    out_h, out_w = _pair(output_size)
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    if K == 0:
+        return input.new_zeros((0, C, out_h, out_w))
+    batch = rois[:, 0].long()
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
+    rw, rh = x2 - x1, y2 - y1
+    if not aligned:
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+    bh, bw = rh / out_h, rw / out_w
+    if sampling_ratio > 0:
+        gh = torch.full((K,), sampling_ratio, dtype=torch.long, device=input.device)
+        gw = gh
+    else:
+        gh, gw = torch.ceil(bh).long(), torch.ceil(bw).long()
+    count = (gh * gw).clamp(min=1).to(input.dtype)
+    Gh, Gw = max(int(gh.max()), 1), max(int(gw.max()), 1)
+
+    def axis(start, size_of_bin, grid, n_bins, G, size):
+        p = torch.arange(n_bins, device=input.device, dtype=input.dtype)[None, :, None]
+        i = torch.arange(G, device=input.device)[None, None, :]
+        t = start[:, None, None] + p * size_of_bin[:, None, None] + ((i + 0.5) * size_of_bin[:, None, None]) / grid.to(input.dtype)[:, None, None]
+        ok = (i < grid[:, None, None]) & (t >= -1.0) & (t <= size)
+        t = t.clamp(min=0.0)
+        lo = t.floor().long().clamp(max=size - 1)
+        hi = (lo + 1).clamp(max=size - 1)
+        frac = torch.where(lo >= size - 1, torch.zeros_like(t), t - lo.to(t.dtype))
+        return torch.stack([lo, hi], dim=-1), torch.stack([1.0 - frac, frac], dim=-1) * ok[..., None]
+
+    ys, wy = axis(y1, bh, gh, out_h, Gh, H)
+    xs, wx = axis(x1, bw, gw, out_w, Gw, W)
+    idx = (batch[:, None] * H + ys.reshape(K, -1))[:, :, None] * W + xs.reshape(K, 1, -1)
+    vals = input.permute(0, 2, 3, 1).reshape(N * H * W, C)[idx.reshape(-1)].reshape(K, out_h, Gh, 2, out_w, Gw, 2, C)
+    return torch.einsum("kpgaqhbc,kpga,kqhb->kcpq", vals, wy, wx) / count[:, None, None, None]
+'''
+
+ROI_ALIGN_BODY_START = '''    rois = _as_rois(boxes, input)
+    out_h, out_w = _pair(output_size)
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    if K == 0:
+        return input.new_zeros((0, C, out_h, out_w))
+    image_of_roi = rois[:, 0].long()
+    shift = 0.5 if aligned else 0.0'''
+
+
+# match_anchors the way torchvision's Matcher is written (the matrix gt x anchors, nonzero pairs)
+MATCH_LIKE_TORCHVISION = '''    if len(gt_boxes) == 0:
+        return torch.full((len(anchors),), -1, dtype=torch.int64, device=anchors.device)
+    m = box_iou(gt_boxes, anchors)
+    if m.numel() == 0:
+        return torch.zeros((0,), dtype=torch.int64, device=anchors.device)
+    vals, idx = m.max(dim=0)
+    original = idx.clone()
+    idx[vals < low_threshold] = -1
+    idx[(vals >= low_threshold) & (vals < high_threshold)] = -2
+    if allow_low_quality_matches:
+        best, _ = m.max(dim=1)
+        pairs = torch.nonzero(m == best[:, None])
+        idx[pairs[:, 1]] = original[pairs[:, 1]]
+    return idx
+'''
+
+# sample_labels drawing random keys and keeping the smallest (another use of the generator)
+SAMPLE_BY_RANDOM_KEYS = '''    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    pos_out, neg_out = [], []
+    for lab in labels:
+        quota = int(batch_size_per_image * positive_fraction)
+        is_pos, is_neg = lab >= 1, lab == 0
+        keys_pos = torch.rand(lab.shape, generator=generator).to(lab.device).masked_fill(~is_pos, 2.0)
+        keys_neg = torch.rand(lab.shape, generator=generator).to(lab.device).masked_fill(~is_neg, 2.0)
+        n_pos = min(int(is_pos.sum()), quota)
+        n_neg = min(int(is_neg.sum()), batch_size_per_image - n_pos)
+        pos = torch.zeros(lab.shape, dtype=torch.bool, device=lab.device)
+        neg = torch.zeros(lab.shape, dtype=torch.bool, device=lab.device)
+        pos[keys_pos.argsort()[:n_pos]] = True
+        neg[keys_neg.argsort()[:n_neg]] = True
+        pos_out.append(pos)
+        neg_out.append(neg)
+    return pos_out, neg_out
+'''
+
+
+def replaced(gid, *pairs):
+    source = sol(gid)
+    for function_start, body in pairs:
+        start = source.index("    ### BEGIN SOLUTION\n", source.index(function_start)) + len("    ### BEGIN SOLUTION\n")
+        end = source.index("    ### END SOLUTION", start)
+        source = source[:start] + body + source[end:]
+    return source
+
+
+@pytest.mark.slow
+def test_a3_correct_alternatives_keep_full_marks(grade):
+    """roi_align with its own four-neighbour gather, a Matcher-shaped match_anchors, a sampler with random keys."""
+    changes = {
+        "roi_ops": replaced("roi_ops", ("def roi_align(", ROI_ALIGN_GATHER)),
+        "anchors": replaced("anchors", ("def match_anchors(", MATCH_LIKE_TORCHVISION), ("def sample_labels(", SAMPLE_BY_RANDOM_KEYS)),
+    }
+    results = grade(with_cells(solution_nb(A3), changes), A3)
+    assert results.score == assignments.get(A3).total_points, [(t.name, t.output) for t in results.tests if t.status != "passed"]
+
+
+FORBIDDEN = "must not use"
+ROI_ALIGN_TESTS = ["test_roi_align_matches_torchvision", "test_roi_align_box_formats_and_empty", "test_roi_align_gradients"]
+
+# Each mutant: {cell: change} and {test that must fail: text its feedback must contain (or "")}.
+# Mutants of different functions of one cell are graded together (one grading each pair, to keep the time down).
+A3_MUTANTS = {
+    "roi_align-offset-before-scaling+roi_pool-rounds-halves-to-even": (
+        {"roi_ops": [("x1, y1, x2, y2 = (rois[:, i] * spatial_scale - shift for i in range(1, 5))",
+                      "x1, y1, x2, y2 = ((rois[:, i] - shift) * spatial_scale for i in range(1, 5))"),
+                     ("x1, y1, x2, y2 = (c_round(rois[:, i] * spatial_scale) for i in range(1, 5))",
+                      "x1, y1, x2, y2 = (torch.round(rois[:, i] * spatial_scale).long() for i in range(1, 5))")]},
+        {"test_roi_align_matches_torchvision": "aligned=True", "test_roi_pool_matches_torchvision": ".5"}),
+    "roi_align-sampling-ratio-2-when-adaptive+roi_pool-loops-over-rois": (
+        {"roi_ops": [("        grid_h, grid_w = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()",
+                      "        grid_h = grid_w = torch.full((K,), 2, dtype=torch.long, device=input.device)"),
+                     ("def roi_pool(input, boxes, output_size, spatial_scale=1.0):",
+                      "def roi_pool(input, boxes, output_size, spatial_scale=1.0):\n    rois = _as_rois(boxes, input)\n"
+                      "    outs = [_pool_all(input, rois[k:k + 1], output_size, spatial_scale) for k in range(len(rois))]\n"
+                      "    return torch.cat(outs) if outs else _pool_all(input, rois, output_size, spatial_scale)\n\n\n"
+                      "def _pool_all(input, boxes, output_size, spatial_scale=1.0):")]},
+        {"test_roi_align_matches_torchvision": "sampling_ratio=0", "test_roi_ops_are_vectorized": "roi_pool ran"}),
+    "roi_align-calls-torchvision": (
+        {"roi_ops": (ROI_ALIGN_BODY_START, "    return torchvision.ops.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)\n" + ROI_ALIGN_BODY_START)},
+        {t: "torchvision.ops" for t in ROI_ALIGN_TESTS}),
+    "matcher-without-low-quality-matches+sampler-exceeds-the-positive-quota": (
+        {"anchors": [("    if allow_low_quality_matches:\n", "    if False:\n"),
+                     ("n_pos = min(positives.numel(), int(batch_size_per_image * positive_fraction))", "n_pos = positives.numel()")]},
+        {"test_match_anchors_equals_torchvision_matcher": "allow_low_quality_matches=True", "test_match_anchors_thresholds_and_ties": "",
+         "test_sample_labels_counts": "positives", "test_sample_labels_random_and_deterministic": ""}),
+    # a low-quality anchor gets the gt it is best for, not its own best gt; and anchors without the half stride
+    "matcher-rescues-the-gt-it-is-best-for+anchors-without-the-half-stride": (
+        {"anchors": [("        matched = torch.where(kept_anyway, best_gt, matched)",
+                      "        matched = torch.where(kept_anyway, (quality == top_for_each_gt).int().argmax(dim=0), matched)"),
+                     ("cy = (torch.arange(int(fh), dtype=torch.float64, device=device) + 0.5) * step_h", "cy = torch.arange(int(fh), dtype=torch.float64, device=device) * step_h"),
+                     ("cx = (torch.arange(int(fw), dtype=torch.float64, device=device) + 0.5) * step_w", "cx = torch.arange(int(fw), dtype=torch.float64, device=device) * step_w")]},
+        {"test_match_anchors_thresholds_and_ties": "allow_low_quality_matches=True", "test_generate_anchors_formula_and_order": "",
+         "test_generate_anchors_is_torchvision_shifted_by_half_a_stride": ""}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(A3_MUTANTS))
+def test_a3_subtly_wrong_code_loses_points(grade, name):
+    changes, must_fail = A3_MUTANTS[name]
+    changes = build(changes)
+    parts = sorted(changes)
+    results = grade(with_cells(solution_nb(A3), changes), A3, parts=parts)
+    feedback = {t.name.split(":")[0]: t.output for t in results.tests if t.status != "passed"}
+    assert set(must_fail) <= set(feedback), (name, sorted(feedback))
+    for test, text in must_fail.items():
+        assert text in feedback[test], (name, test, feedback[test])
+    assert results.score < sum(part_points(A3, p) for p in parts)
+
+
+def test_a3_mutants_name_real_tests():
+    """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
+    names = set(suite_parts(A3))
+    missing = {t for _, must_fail in A3_MUTANTS.values() for t in must_fail} - names
+    assert not missing, missing
