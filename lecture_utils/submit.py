@@ -83,6 +83,7 @@ class Report:
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     output: Path | None = None
+    submit_to: str | None = None  # where and by when to upload (lecture_utils/config.py)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,8 @@ class Report:
             lines.append(f"  → wrote {self.output}" + ("" if self.ok else "  (you can submit it, but fix the problems above first for full marks)"))
         if self.ok:
             lines.append("  All good: upload the file above.")
+        if self.submit_to:
+            lines.append(f"  {self.submit_to}")
         return "\n".join(lines)
 
 
@@ -212,6 +215,11 @@ def export(notebook_path: str | Path, out: str | Path | None = None, run_checks:
         target = Path(out) if out else Path(notebook_path).with_name(f"{stem}_submission.ipynb")
         nbformat.write(nb, target)
         report.output = target
+        from lecture_utils import config
+
+        assignment = (nb.metadata.get("course") or {}).get("assignment") or stem.removesuffix("_submission")
+        if assignment in config.DUE_DATES:
+            report.submit_to = config.submission_line(assignment)
         from lecture_utils.colab import in_colab
 
         if in_colab():

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 
@@ -133,6 +133,121 @@ def test_every_page_loads_cleanly_in_chromium(browser, server):
 
 
 # COURSE_SPEC §9, Lecture 12: each item and the words that show it is taught in chapter 12.
+# Legibility of the figures where the book shows them: the check's minimums, in one place.
+FIGURE_VIEWPORT_PX = 1280        # measured at a laptop's width (the content column is then ~690 px)
+FIGURE_MIN_HEIGHT_PX = 180       # a figure shown lower than this is a strip nobody can read
+FIGURE_MIN_TEXT_PX = 8           # the smallest text of a figure, at its displayed size, in CSS px
+FIGURE_SMALLEST_FONT_PT = 8      # the smallest font size figures are drawn with (checked in the sources below)
+# Where the screenshots of the figures the issue was about are saved (at 1280 and 390 px).
+FIGURE_SCREENSHOT_PAGES = ["ch13/nms_map", "ch13/boxes_iou", "ch13/proposals_rcnn", "ch13/tasks_transfer"]
+FIGURE_SCREENSHOT_WIDTHS = [1280, 390]
+FIGURE_SCREENSHOTS = SCREENSHOTS / "figures"
+
+FIGURES_ON_PAGE = """() => [...document.querySelectorAll('main img')]
+  .filter(i => (i.getAttribute('src') || '').includes('_images/'))
+  .map(i => { const r = i.getBoundingClientRect();
+              return {src: i.getAttribute('src'), natural_w: i.naturalWidth, natural_h: i.naturalHeight,
+                      shown_w: r.width, shown_h: r.height}; })"""
+
+
+def figure_text_px(natural_w: float, shown_w: float, dpi: float, font_pt: float = FIGURE_SMALLEST_FONT_PT) -> float:
+    """The displayed height, in CSS px, of text drawn at ``font_pt`` in a figure rendered at ``dpi``.
+
+    A matplotlib figure W inches wide saved at ``dpi`` is W×dpi px wide (``natural_w``) and draws a
+    ``font_pt`` font ``font_pt/72×dpi`` px tall; the page scales the image to ``shown_w`` px, so that
+    text is shown ``font_pt/72 × dpi × shown_w/natural_w`` px tall. The figure's dpi is read from the
+    PNG (matplotlib writes it); the font size is the smallest the figure code may use, which
+    ``test_figure_code_draws_no_text_below_the_minimum_size`` enforces in the sources.
+    """
+    return font_pt / 72 * dpi * shown_w / natural_w
+
+
+def png_dpi(path: Path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        dpi = image.info.get("dpi", (100, 100))[0]  # matplotlib's inline figures: 100 unless set
+    return float(dpi) if dpi and dpi > 1 else 100.0
+
+
+def test_figure_text_size_criterion():
+    # 1647 px image of a 16.5 in figure at 100 dpi shown at 688 px: 8 pt text is 4.6 px
+    assert round(figure_text_px(1647, 688, 100), 1) == 4.6
+    # a 6.4 in figure at 100 dpi shown at its natural width: 8 pt is 11.1 px
+    assert round(figure_text_px(640, 640, 100), 1) == 11.1
+
+
+SMALL_FONT = re.compile(r"""\b(?:fontsize|size|labelsize)\s*=\s*(?:(\d+(?:\.\d+)?)\b|["'](xx-small|x-small)["'])""")
+
+
+def test_figure_code_draws_no_text_below_the_minimum_size():
+    """No figure cell asks for text smaller than FIGURE_SMALLEST_FONT_PT (what the size check assumes)."""
+    problems = []
+    for source in sorted((ROOT / "book" / "_src").rglob("*.md")) + [ROOT / "lecture_utils" / "viz.py"]:
+        for lineno, line in enumerate(source.read_text().splitlines(), 1):
+            for number, named in SMALL_FONT.findall(line):
+                if named or float(number) < FIGURE_SMALLEST_FONT_PT:
+                    problems.append(f"{source.relative_to(ROOT)}:{lineno}: text below {FIGURE_SMALLEST_FONT_PT} pt: {line.strip()}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_figures_are_legible_where_they_are_shown(browser, server):
+    """Every figure of the chapters, measured in Chromium at 1280 px: tall enough, text big enough.
+
+    Also saves screenshots of the figures of FIGURE_SCREENSHOT_PAGES at 1280 and 390 px into
+    book/_build/screenshots/figures/ (<page>-<n>-<width>.png), to look at.
+    """
+    if FIGURE_SCREENSHOTS.exists():
+        shutil.rmtree(FIGURE_SCREENSHOTS)
+    FIGURE_SCREENSHOTS.mkdir(parents=True)
+    problems, measured = [], 0
+    chapter_pages = [p for p in built_pages() if re.fullmatch(r"ch\d+", p.parent.name)]
+    for page_path in chapter_pages:
+        rel = page_path.relative_to(HTML).with_suffix("").as_posix()
+        widths = FIGURE_SCREENSHOT_WIDTHS if rel in FIGURE_SCREENSHOT_PAGES else [FIGURE_VIEWPORT_PX]
+        for width in widths:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(f"{server}/{rel}.html", wait_until="networkidle")
+            figures = page.evaluate(FIGURES_ON_PAGE)
+            if width == FIGURE_VIEWPORT_PX:
+                for n, fig in enumerate(figures, 1):
+                    measured += 1
+                    where = f"{rel} figure {n} ({fig['natural_w']}×{fig['natural_h']} px shown at {fig['shown_w']:.0f}×{fig['shown_h']:.0f})"
+                    if fig["shown_h"] < FIGURE_MIN_HEIGHT_PX:
+                        problems.append(f"{where}: shown {fig['shown_h']:.0f} px high, below {FIGURE_MIN_HEIGHT_PX} px")
+                    dpi = png_dpi(HTML / unquote(urlparse(urljoin(f"/{rel}.html", fig["src"])).path).lstrip("/"))
+                    text = figure_text_px(fig["natural_w"], fig["shown_w"], dpi)
+                    if text < FIGURE_MIN_TEXT_PX:
+                        problems.append(f"{where}: {FIGURE_SMALLEST_FONT_PT} pt text at {dpi:.0f} dpi is shown {text:.1f} px tall, "
+                                        f"below {FIGURE_MIN_TEXT_PX} px (the image is {fig['natural_w'] / dpi:.1f} in wide; at most {FIGURE_SMALLEST_FONT_PT / 72 * fig['shown_w'] / FIGURE_MIN_TEXT_PX:.1f} in fits: lay it out in rows)")
+            if rel in FIGURE_SCREENSHOT_PAGES:
+                for n, image in enumerate(page.locator("main img[src*='_images/']").all(), 1):
+                    image.scroll_into_view_if_needed()
+                    image.screenshot(path=str(FIGURE_SCREENSHOTS / f"{rel.split('/')[-1]}-{n}-{width}.png"))
+            page.close()
+    assert measured >= 10, f"only {measured} figures found in the chapters"
+    assert len(list(FIGURE_SCREENSHOTS.glob("*.png"))) >= 2 * len(FIGURE_SCREENSHOT_PAGES)
+    assert not problems, "figures not legible where they are shown:\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_assignment_tables_fit_the_page_on_a_phone(browser, server):
+    """At 390 px no assignment table is wider than the text column, and no cell's content spills out."""
+    problems = []
+    for rel in ["assignments/index.html", *[f"assignments/{p.stem}.html" for p in (ROOT / "book" / "assignments").glob("a*.md")]]:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(f"{server}/{rel}", wait_until="networkidle")
+        for table in page.evaluate("""() => [...document.querySelectorAll('main table')].map(t => ({
+              wide: t.scrollWidth - (t.closest('.pst-scrollable-table-container') || t.parentElement).clientWidth,
+              spill: [...t.querySelectorAll('td, th')].filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent.trim().slice(0, 40))}))"""):
+            if table["wide"] > 1:
+                problems.append(f"{rel}: a table is {table['wide']} px wider than the column")
+            problems += [f"{rel}: cell overflows: {cell}" for cell in table["spill"]]
+        page.close()
+    assert not problems, "\n".join(problems)
+
+
 L12_CHECKLIST = {
     "framework values": ["prototyping", "automatic gradients", "GPU"],
     "Tensor / Autograd / nn.Module": ["torch.Tensor", "autograd", "nn.Module"],

@@ -6,9 +6,19 @@ This extension copies them into the theme's launch-button options and provides t
     {colab}`assignments/a1_pytorch/a1_pytorch.ipynb`
 
 renders an "Open in Colab" badge (a local SVG, so it works offline) linking to that notebook.
+
+Where and by when an assignment is submitted is configured there too (``SUBMISSION_URL``,
+``DUE_DATES``); the ``submission`` role writes it into an assignment page:
+
+    {submission}`a1_pytorch`
+
+renders "Upload ``a1_pytorch_submission.ipynb`` to Gradescope by <due date>." with the link. On an
+assignment page (``assignments/<id>``) the download button of the page header gives the assignment
+notebook (copied into the built book as ``assignments/<id>/<id>.ipynb``), not the page's source.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from docutils import nodes
@@ -48,6 +58,66 @@ def colab_role(name, rawtext, text, lineno, inliner, options=None, content=None)
     return [nodes.raw(rawtext, html, format="html")], []
 
 
+def submission_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    assignment = text.strip()
+    if not (REPO_ROOT / "assignments" / assignment / f"{assignment}.ipynb").is_file():
+        msg = inliner.reporter.error(f"submission: no released assignment {assignment!r}", line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    due = course.DUE_DATES.get(assignment)
+    if due is None:
+        msg = inliner.reporter.error(f"submission: no due date for {assignment} in lecture_utils/config.py DUE_DATES", line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    span = nodes.inline(classes=["course-submission"])
+    span += [
+        nodes.Text("Upload "),
+        nodes.literal(text=f"{assignment}_submission.ipynb"),
+        nodes.Text(" to "),
+        nodes.reference(text=course.SUBMISSION_SITE, refuri=course.SUBMISSION_URL),
+        nodes.Text(f" (assignment {assignment}) by "),
+        nodes.strong(text=due),
+        nodes.Text("."),
+    ]
+    return [span], []
+
+
+def _assignment_id(pagename: str) -> str | None:
+    parts = pagename.split("/")
+    if len(parts) == 2 and parts[0] == "assignments" and (REPO_ROOT / "assignments" / parts[1] / f"{parts[1]}.ipynb").is_file():
+        return parts[1]
+    return None
+
+
+def _notebook_download(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    """On an assignment page the download button gives the assignment notebook, not the page source."""
+    assignment = _assignment_id(pagename)
+    if assignment is None:
+        return
+    for button in context.get("header_buttons", []):
+        if button.get("label") != "download-buttons":
+            continue
+        notebook = {
+            "type": "link",
+            "url": context["pathto"](f"assignments/{assignment}/{assignment}.ipynb", 1),
+            "text": ".ipynb",
+            "icon": "fas fa-code",
+            "tooltip": "Download the assignment notebook",
+            "label": "download-notebook-button",
+        }
+        button["buttons"] = [notebook, *[b for b in button["buttons"] if b.get("label") == "download-pdf-button"]]
+        button["tooltip"] = "Download the assignment notebook"
+
+
+def _copy_assignment_notebooks(app: Sphinx, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    for notebook in sorted((REPO_ROOT / "assignments").glob("*/*.ipynb")):
+        # the released assignments: those with a page in the book
+        if notebook.stem == notebook.parent.name and (Path(app.srcdir) / "assignments" / f"{notebook.stem}.md").is_file():
+            target = Path(app.outdir) / "assignments" / notebook.parent.name / notebook.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(notebook, target)
+
+
 def _dedupe_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
     """Drop repeated inline scripts: sphinx-thebe registers its config script twice under Jupyter Book,
     and the second ``const THEBE_JS_URL`` declaration is a JavaScript error on every page."""
@@ -64,5 +134,8 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _theme_options)
     # last, after the theme has added its own scripts to the page context
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _notebook_download, priority=900)
+    app.connect("build-finished", _copy_assignment_notebooks)
     app.add_role("colab", colab_role)
+    app.add_role("submission", submission_role)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

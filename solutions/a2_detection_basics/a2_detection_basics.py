@@ -36,14 +36,14 @@
 # freely in your own checks and outside the graded functions.
 
 # %% tags=["setup"]
-# Setup: in Colab, install the course helpers (lecture_utils) from the course repository.
-import importlib.util
-import subprocess
-import sys
+# Setup: in Colab, install the course helpers (lecture_utils). Generated from lecture_utils/config.py.
+import importlib.util, os, subprocess, sys
 
-COURSE_PIP = "git+https://github.com/dl4cv-course/dl4cv-part3@main"  # = lecture_utils.config.PIP_INSTALL_TARGET
-if "google.colab" in sys.modules and importlib.util.find_spec("lecture_utils") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", COURSE_PIP], check=True)
+COURSE_PIP = "git+https://github.com/dl4cv-course/dl4cv-part3@main"
+if ("google.colab" in sys.modules or "DL4CV_PIP_INSTALL" in os.environ) and importlib.util.find_spec("lecture_utils") is None:
+    pip_args = os.environ.get("DL4CV_PIP_INSTALL", COURSE_PIP).split()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pip_args], check=True)
+    importlib.invalidate_caches()
 
 # %% nbgrader={"grade": false, "grade_id": "imports", "locked": true, "schema_version": 3, "solution": false} tags=["preamble"]
 # Imports used by your code. The autograder runs this cell (as released) before your graded cells.

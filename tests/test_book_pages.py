@@ -1,0 +1,131 @@
+"""The built book as readers meet it: chapter numbers, admonitions, citations, submission details.
+
+`make test` builds the book (cached) before running the suite; these tests read book/_build/html.
+"""
+from __future__ import annotations
+
+import html as html_lib
+import re
+
+import pytest
+
+from conftest import ASSIGNMENT_IDS, ROOT
+from lecture_utils import config
+
+HTML = ROOT / "book" / "_build" / "html"
+
+
+def page(rel: str) -> str:
+    path = HTML / rel
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make book` (make test builds it first)")
+    return path.read_text()
+
+
+def text_of(fragment: str) -> str:
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def section_numbers(rel: str) -> list[str]:
+    return re.findall(r'<span class="section-number">([\d.]+)\s*</span>', page(rel))
+
+
+@pytest.mark.parametrize("rel, number", [("ch12/index.html", "12."), ("ch12/tensors_autograd.html", "12.1."),
+                                         ("ch13/index.html", "13."), ("ch13/nms_map.html", "13.5."),
+                                         ("ch14/index.html", "14."), ("ch15/index.html", "15.")])
+def test_chapters_are_numbered_by_lecture(rel, number):
+    assert section_numbers(rel)[0] == number, f"{rel}: headings numbered {section_numbers(rel)[:3]}"
+
+
+def test_the_sidebar_numbers_chapters_by_lecture():
+    sidebar = text_of(page("intro.html"))
+    for number, title in [("12.", "Deep Learning Software"), ("13.", "Object Detection"), ("14.", "Object Detectors"), ("15.", "Image Segmentation")]:
+        assert re.search(rf"{re.escape(number)}\s*{title}", sidebar), f"sidebar lacks '{number} {title}'"
+    assert not re.search(r"(?<![\d.])1\.\s*Deep Learning Software", sidebar)
+
+
+@pytest.mark.parametrize("chapter", ["ch14", "ch15"])
+def test_coming_later_admonitions_hold_their_list(chapter):
+    text = page(f"{chapter}/index.html")
+    box = re.search(r'<div class="[^"]*\badmonition\b[^"]*">(.*?)</div>', text, re.S)
+    assert box and "Coming later" in box[1], f"{chapter}: no 'Coming later' admonition"
+    assert box[1].count("<li>") >= 5, f"{chapter}: the planned topics are outside the admonition"
+    assert ":class:" not in text_of(text)
+
+
+AUTHOR_YEAR = re.compile(r"^[A-Z][^\[\],]+(?: et al\.| and [^\[\],]+)?, (?:\d{4}|n\.d\.)[a-z]?$")
+
+
+def bibliography_labels() -> list[str]:
+    labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span class="fn-bracket">\]</span></span>', page("bibliography.html"))
+    return [text_of(label) for label in labels]
+
+
+def test_bibliography_uses_author_year_labels():
+    labels = bibliography_labels()
+    assert len(labels) >= 20
+    bad = [label for label in labels if not AUTHOR_YEAR.match(label)]
+    assert not bad, f"labels that are not author-year: {bad}"
+    assert len(set(labels)) == len(labels), "two entries share a label"
+    assert "Lin et al., 2017a" in labels and "Dollar" not in " ".join(labels)
+
+
+def test_citations_in_the_text_use_the_labels_of_the_list():
+    labels = set(bibliography_labels())
+    cited = []
+    for path in sorted(HTML.rglob("*.html")):
+        if path.relative_to(HTML).parts[0].startswith("_"):
+            continue
+        for span in re.findall(r'<span class="bibtex-citation"[^>]*>(.*?)</span>', path.read_text(), re.S):
+            cited.append((path.relative_to(HTML).as_posix(), text_of(span)))
+    assert len(cited) >= 15
+    problems = []
+    for where, citation in cited:
+        inner = citation.strip()
+        if not (inner.startswith("[") and inner.endswith("]")):
+            problems.append(f"{where}: {citation!r} is not bracketed like the list")
+            continue
+        for label in inner[1:-1].split("; "):
+            if label not in labels:
+                problems.append(f"{where}: {label!r} is not a label of the bibliography")
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENT_IDS)
+def test_assignment_pages_say_where_and_by_when_to_submit(assignment):
+    assert assignment in config.DUE_DATES, f"lecture_utils/config.py DUE_DATES has no due date for {assignment}"
+    text = page(f"assignments/{assignment}.html")
+    assert f'href="{config.SUBMISSION_URL}"' in text
+    plain = text_of(text)
+    assert config.DUE_DATES[assignment] in plain
+    assert f"{assignment}_submission.ipynb" in plain
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENT_IDS)
+def test_assignment_download_button_gives_the_notebook(assignment):
+    text = page(f"assignments/{assignment}.html")
+    group = re.search(r'aria-label="Download[^"]*".*?</ul>', text, re.S)
+    assert group, "no download button on the assignment page"
+    links = re.findall(r'href="([^"]+)"', group[0])
+    assert f"{assignment}/{assignment}.ipynb" in " ".join(links), f"download button links {links}"
+    assert not any("_sources/" in link for link in links), f"download button still offers the page source: {links}"
+    served = HTML / "assignments" / assignment / f"{assignment}.ipynb"
+    assert served.read_bytes() == (ROOT / "assignments" / assignment / f"{assignment}.ipynb").read_bytes()
+
+
+def test_export_cell_says_where_and_by_when_to_submit(tmp_path, capsys):
+    from lecture_utils import submit
+
+    assignment = ASSIGNMENT_IDS[0]
+    notebook = tmp_path / f"{assignment}.ipynb"
+    notebook.write_bytes((ROOT / "assignments" / assignment / f"{assignment}.ipynb").read_bytes())
+    report = submit.export(notebook, run_checks=False)
+    printed = capsys.readouterr().out
+    for shown in (printed, str(report)):
+        assert config.SUBMISSION_URL in shown and config.DUE_DATES[assignment] in shown
+
+
+def test_assignments_table_fits_its_column():
+    text = page("assignments/index.html")
+    assert re.search(r'<table class="[^"]*assignments-table', text), "assignments table lost its class"
+    assert "course.css" in text, "book/_static/course.css is not included"
