@@ -58,6 +58,15 @@ def vjp(fn, inputs, grad_output, needs_grad=None):
     return out, [next(it) if m else None for m in needs_grad]
 
 
+def list_input_vjp(fn, inputs, grad_outputs):
+    """Gradients of ``sum_l <fn(inputs)[l], grad_outputs[l]>`` with respect to each tensor of the list
+    ``inputs``, for modules whose forward takes one list of tensors (an FPN)."""
+    leaves = [x.detach().requires_grad_() for x in inputs]
+    outputs = list(fn(leaves))
+    grads = torch.autograd.grad(outputs, leaves, list(grad_outputs), allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+
+
 def graph_nodes(graph_module):
     """(op, target) strings of an FX ``GraphModule``'s nodes, plus the called modules' types."""
     nodes = []

@@ -1,9 +1,9 @@
-"""End-to-end grading of the draft a3_two_stage (parts roi_ops and anchors so far): the solution
+"""End-to-end grading of the draft a3_two_stage (parts roi_ops, anchors and fpn so far): the solution
 scores every point of these parts, the release 0, subtly wrong code loses points, library calls that
 do the exercise get nothing, and correct alternatives keep full marks.
 
 a3 is a draft (its manifest says so): `python -m autograder list`, the Makefile and the book skip it, and
-its parts add up to less than 100 until FPN, RPN, FasterRCNN and the trained test are written. These
+its parts add up to less than 100 until RPN, FasterRCNN and the trained test are written. These
 tests name it directly, so `make test` grades it all the same."""
 import subprocess
 import sys
@@ -217,6 +217,22 @@ A3_MUTANTS = {
                      ("cx = (torch.arange(int(fw), dtype=torch.float64, device=device) + 0.5) * step_w", "cx = torch.arange(int(fw), dtype=torch.float64, device=device) * step_w")]},
         {"test_match_anchors_thresholds_and_ties": "allow_low_quality_matches=True", "test_generate_anchors_formula_and_order": "",
          "test_generate_anchors_is_torchvision_shifted_by_half_a_stride": ""}),
+    # FPN: bilinear top-down upsampling; upsampling by a factor 2 (wrong for maps that do not halve exactly)
+    "fpn-bilinear-upsampling": (
+        {"fpn": ('F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")', 'F.interpolate(merged, size=lateral.shape[-2:], mode="bilinear")')},
+        {"test_fpn_equals_torchvision": "level 0", "test_fpn_input_gradients": ""}),
+    "fpn-scale-factor-2": (
+        {"fpn": ('F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")', 'F.interpolate(merged, scale_factor=2, mode="nearest")')},
+        {"test_fpn_equals_torchvision": ""}),
+    "fpn-wraps-torchvision": (
+        {"fpn": ("        merged = self.lateral_convs[-1](features[-1])\n",
+                 "        tv = torchvision.ops.FeaturePyramidNetwork([c.in_channels for c in self.lateral_convs], self.lateral_convs[0].out_channels)\n"
+                 "        for i, (a, b) in enumerate(zip(self.lateral_convs, self.output_convs)):\n"
+                 "            tv.inner_blocks[i][0].weight, tv.inner_blocks[i][0].bias = a.weight, a.bias\n"
+                 "            tv.layer_blocks[i][0].weight, tv.layer_blocks[i][0].bias = b.weight, b.bias\n"
+                 "        return list(tv({str(i): f for i, f in enumerate(features)}).values())\n"
+                 "        merged = self.lateral_convs[-1](features[-1])\n")},
+        {"test_fpn_equals_torchvision": FORBIDDEN}),
 }
 
 

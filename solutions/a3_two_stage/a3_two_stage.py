@@ -406,6 +406,65 @@ draw_boxes(_axes[1], _all[_matched >= 0], color="lime", linewidth=1)
 plt.show()
 
 # %% [markdown]
+# ## Part 3 — Feature pyramid network
+#
+# One stride does not suit every object: a stride-16 map sees a 10-pixel triangle as less than one cell.
+# A **feature pyramid network** (FPN, 特征金字塔网络) gives every level of the backbone the semantics of the
+# deepest one. With backbone maps $C_1, \dots, C_L$ ordered from the finest (smallest stride) to the
+# coarsest, each with its own number of channels:
+#
+# 1. a **lateral** 1×1 convolution brings every $C_l$ to `out_channels`: $L_l = \text{lateral}_l(C_l)$;
+# 2. **top-down**, from the coarsest level: $M_L = L_L$ and
+#    $M_l = L_l + \text{upsample}_\text{nearest}(M_{l+1})$ to the size of $L_l$ (nearest neighbour, to the
+#    exact size of the finer map — a map of odd size does not halve exactly, so give `F.interpolate` a
+#    `size`, not a scale factor);
+# 3. an **output** 3×3 convolution (padding 1) on every merged map smooths the upsampling: $P_l = \text{output}_l(M_l)$.
+#
+# `FPN(in_channels_list, out_channels)` keeps the convolutions in two `nn.ModuleList`s named
+# `lateral_convs` (`nn.Conv2d(c_l, out_channels, 1)`) and `output_convs`
+# (`nn.Conv2d(out_channels, out_channels, 3, padding=1)`), both with biases, level $l$ at index $l$: the
+# grader copies weights into them by these names. `forward(features)` takes a list of
+# `Tensor[B, c_l, H_l, W_l]` (finest first) and returns the list of `Tensor[B, out_channels, H_l, W_l]` in
+# the same order. It is `torchvision.ops.FeaturePyramidNetwork` without extra blocks; do not use that class
+# (or its `forward`) here.
+
+# %% nbgrader={"grade": false, "grade_id": "fpn", "locked": false, "schema_version": 3, "solution": true}
+class FPN(nn.Module):
+    """Lateral 1x1 convolutions, a nearest-neighbour top-down path, and 3x3 output convolutions."""
+
+    def __init__(self, in_channels_list, out_channels):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels_list)
+        self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels_list)
+        ### END SOLUTION
+
+    def forward(self, features):
+        """features: list of Tensor[B, c_l, H_l, W_l], finest first -> list of Tensor[B, out_channels, H_l, W_l]."""
+        ### BEGIN SOLUTION
+        merged = self.lateral_convs[-1](features[-1])
+        outputs = [self.output_convs[-1](merged)]
+        for level in range(len(features) - 2, -1, -1):
+            lateral = self.lateral_convs[level](features[level])
+            merged = lateral + F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")
+            outputs.insert(0, self.output_convs[level](merged))
+        return outputs
+        ### END SOLUTION
+
+# %% tags=["check"]
+from torchvision.ops import FeaturePyramidNetwork
+
+_fpn = FPN([8, 16, 32], 12)
+_tv = FeaturePyramidNetwork([8, 16, 32], 12)
+_tv.load_state_dict({k.replace("lateral_convs", "inner_blocks").replace("output_convs", "layer_blocks").replace(".weight", ".0.weight").replace(".bias", ".0.bias"): v
+                     for k, v in _fpn.state_dict().items()})
+_maps = [torch.randn(2, 8, 15, 21), torch.randn(2, 16, 8, 11), torch.randn(2, 32, 4, 6)]
+_outs, _want = _fpn(_maps), list(_tv({str(i): m for i, m in enumerate(_maps)}).values())
+assert [tuple(o.shape) for o in _outs] == [(2, 12, 15, 21), (2, 12, 8, 11), (2, 12, 4, 6)], "FPN: one map per level, out_channels each, the level's size"
+assert all(torch.allclose(o, w, atol=1e-5) for o, w in zip(_outs, _want)), "FPN differs from torchvision's FeaturePyramidNetwork with the same weights"
+print("FPN ✓")
+
+# %% [markdown]
 # ## Submit
 #
 # Save the notebook, then run the cell below. It checks the notebook, runs the visible checks in a fresh
