@@ -100,6 +100,7 @@ def test_fpn_input_gradients(student):
 def test_fpn_leaves_its_inputs_alone_and_keeps_dtype(student):
     """forward does not change the input maps; float32 in, float32 out"""
     got = student.FPN([4, 8], 5)
+    assert_remote_module(student, got, "FPN([4, 8], 5)")
     maps = [torch.randn(1, 4, 6, 10), torch.randn(1, 8, 3, 5)]
     copies = [m.clone() for m in maps]
     out = forward_checked(got, maps, "FPN")
