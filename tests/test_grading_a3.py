@@ -1,10 +1,7 @@
-"""End-to-end grading of the draft a3_two_stage (parts roi_ops, anchors and fpn so far): the solution
-scores every point of these parts, the release 0, subtly wrong code loses points, library calls that
-do the exercise get nothing, and correct alternatives keep full marks.
-
-a3 is a draft (its manifest says so): `python -m autograder list`, the Makefile and the book skip it, and
-its parts add up to less than 100 until RPN, FasterRCNN and the trained test are written. These
-tests name it directly, so `make test` grades it all the same."""
+"""End-to-end grading of a3_two_stage: the solution scores 100, the release 0, a release with one part
+solved scores that part's points, subtly wrong code loses points, library calls that do the exercise
+get nothing, correct alternatives keep full marks, and a detector that does not learn scores nothing
+on the trained test."""
 import subprocess
 import sys
 
@@ -37,20 +34,15 @@ def build(changes):
     return out
 
 
-def test_a3_is_a_consistent_draft():
-    """Drafts are skipped by `list` (hence the Makefile and the bundle) but must be consistent: the release's
-    graded cells are the manifest's parts, each part's tests add up to its points, and the parts add up to
-    at most 100 (exactly 100 is required once the status is `released`)."""
+def test_a3_is_released_with_every_part():
+    """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
     a = assignments.get(A3)
-    assert a.status == "draft" and A3 not in ASSIGNMENT_IDS and A3 in assignments.known_ids(include_drafts=True)
-    listed = subprocess.run([sys.executable, "-m", "autograder", "list"], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
-    assert A3 not in listed
+    assert a.status == "released" and A3 in ASSIGNMENT_IDS
     assert [c.grade_id for c in graded_cells(release_nb(A3))] == [p.cell for p in a.parts]
-    assert 0 < a.total_points <= 100
+    assert a.total_points == 100
     tests = runner.collect(a)
     for p in a.parts:
         assert sum(t.points for t in tests if t.part == p.cell) == p.points
-    assert {t.part for t in tests} == {p.cell for p in a.parts}
 
 
 @pytest.mark.slow
@@ -59,16 +51,18 @@ def test_a3_solution_full_release_zero(grade):
     total = assignments.get(A3).total_points
     assert results.score == total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
     assert sum(t.max_score for t in results.tests) == total
-    assert results.execution_time < 60, results.execution_time
+    assert results.execution_time < assignments.get(A3).limits.submission_budget_s, results.execution_time
     validate(results.to_gradescope())
     released = grade(ROOT / "assignments" / A3 / f"{A3}.ipynb", A3)
     assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
 
 
 @pytest.mark.slow
-def test_a3_one_solved_part_scores_exactly_its_points(grade):
-    results = grade(with_cells(release_nb(A3), {"anchors": solution_nb(A3)}), A3)
-    assert results.score == part_points(A3, "anchors"), [(t.name, t.score) for t in results.tests if t.score]
+@pytest.mark.parametrize("part", ["anchors", "rpn", "roi_heads"])
+def test_a3_one_solved_part_scores_exactly_its_points(grade, part):
+    """Parts 4 and 5 are graded with reference versions of the earlier parts' functions, so they score alone."""
+    results = grade(with_cells(release_nb(A3), {part: solution_nb(A3)}), A3)
+    assert results.score == part_points(A3, part), [(t.name, t.score, t.output[:300]) for t in results.tests if t.status != "passed" or t.score]
 
 
 # ----------------------------------------------------------------------------- other implementations
@@ -176,8 +170,8 @@ def test_a3_correct_alternatives_keep_full_marks(grade):
         "roi_ops": replaced("roi_ops", ("def roi_align(", ROI_ALIGN_GATHER)),
         "anchors": replaced("anchors", ("def match_anchors(", MATCH_LIKE_TORCHVISION), ("def sample_labels(", SAMPLE_BY_RANDOM_KEYS)),
     }
-    results = grade(with_cells(solution_nb(A3), changes), A3)
-    assert results.score == assignments.get(A3).total_points, [(t.name, t.output) for t in results.tests if t.status != "passed"]
+    results = grade(with_cells(solution_nb(A3), changes), A3, parts=sorted(changes))
+    assert results.score == sum(part_points(A3, p) for p in changes), [(t.name, t.output) for t in results.tests if t.status != "passed"]
 
 
 FORBIDDEN = "must not use"
@@ -233,6 +227,31 @@ A3_MUTANTS = {
                  "        return list(tv({str(i): f for i, f in enumerate(features)}).values())\n"
                  "        merged = self.lateral_convs[-1](features[-1])\n")},
         {"test_fpn_equals_torchvision": FORBIDDEN}),
+    # RPN: one NMS over all levels instead of one per level; the box loss divided by the positives, not all sampled
+    "rpn-nms-across-levels+rpn-box-loss-over-positives": (
+        {"rpn": [("proposals.append(b[batched_nms(b, s, lv, nms_thresh)[:post_nms_top_n]])",
+                  "proposals.append(b[batched_nms(b, s, torch.zeros_like(lv), nms_thresh)[:post_nms_top_n]])"),
+                 ('reduction="sum") / n_sampled', 'reduction="sum") / max(int(positive.sum()), 1)')]},
+        {"test_rpn_proposals_equal_torchvision": "proposals of image", "test_rpn_losses_formulas": "loss_box"}),
+    "rpn-wraps-torchvision-head": (
+        {"rpn": ("        objectness, deltas = [], []\n        for feature in features:",
+                 "        tv = torchvision.models.detection.rpn.RPNHead(self.conv.in_channels, self.cls_logits.out_channels)\n"
+                 "        tv.conv[0][0].weight, tv.conv[0][0].bias = self.conv.weight, self.conv.bias\n"
+                 "        tv.cls_logits, tv.bbox_pred = self.cls_logits, self.bbox_pred\n"
+                 "        return tv(features)\n"
+                 "        objectness, deltas = [], []\n        for feature in features:")},
+        {"test_rpn_head_equals_torchvision": FORBIDDEN}),
+    # second stage: the box loss on class 1's deltas for every row (not class-specific); targets encoded
+    # without the coder weights (10, 10, 5, 5)
+    "second-stage-not-class-specific+targets-not-scaled-by-the-coder-weights": (
+        {"roi_heads": [("per_class[positive, labels[positive]]", "per_class[positive, 1]"),
+                       ("    coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))\n    all_boxes", "    coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))\n    all_boxes")]},
+        {"test_fastrcnn_loss_equals_torchvision": "loss_box_reg", "test_select_training_samples": "regression targets"}),
+    # detections: every class decoded with class 1's deltas; training samples without the ground-truth boxes
+    "postprocess-one-box-for-all-classes+no-gt-in-the-proposals": (
+        {"roi_heads": [("coder.decode_single(box_regression.reshape(-1, 4),", "coder.decode_single(box_regression[:, 4:8].repeat(1, num_classes).reshape(-1, 4),"),
+                       ("        boxes = torch.cat([boxes, gt_boxes])\n", "")]},
+        {"test_postprocess_detections_equal_torchvision": "postprocess_detections case", "test_select_training_samples": "samples"}),
 }
 
 

@@ -101,3 +101,66 @@ def test_hostile_models_score_zero_on_the_trained_tests(grade, name, model_code)
     assert scores["test_sliding_window_count"][0] == 3 and scores["test_single_object_loss"][0] == 3, (name, scores)
     if name == "ignores its weights":
         assert "shuffled" in scores[TRAINED[0]][1], scores[TRAINED[0]]
+
+
+# a3: the same attacks on the Faster R-CNN trained test (COCO AP50 computed in the trusted process).
+A3 = "a3_two_stage"
+A3_TRAINED = "test_trained_detector_reaches_ap50"
+
+# Trains nothing useful (a dummy parameter), predicts one fixed box per image.
+A3_BLIND = '''
+class FasterRCNN(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.box = nn.Parameter(torch.tensor([32.0, 32.0, 96.0, 96.0]))
+
+    def forward(self, images, targets=None):
+        if self.training:
+            loss = ((self.box - 64.0) ** 2).mean() * 1e-3
+            return {"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}
+        return [{"boxes": self.box.detach()[None].clone(), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])} for _ in images]
+'''
+
+# Ignores its weights: looks each evaluation image up (as if the evaluation seed had leaked) and returns its
+# ground truth, a perfect score that survives shuffling the weights.
+A3_ORACLE = '''
+from lecture_utils.data import ShapesDataset as _Shapes
+
+
+class FasterRCNN(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.ones(4))
+        self._answers = None
+
+    def forward(self, images, targets=None):
+        if self.training:
+            loss = (self.dummy ** 2).sum()
+            return {"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}
+        if self._answers is None:
+            data = _Shapes(64, 128, seed=60_013, min_objects=1, max_objects=3)
+            items = [data[i] for i in range(len(data))]
+            self._answers = (torch.stack([im for im, _ in items]).flatten(1), [t for _, t in items])
+        keys, answers = self._answers
+        out = []
+        for image in images:
+            t = answers[int(torch.cdist(image.flatten()[None], keys).argmin())]
+            out.append({"boxes": t["boxes"].clone(), "scores": torch.ones(len(t["boxes"])), "labels": t["labels"].clone()})
+        return out
+'''
+
+
+def faster_rcnn_cell(model_code: str) -> str:
+    from conftest import cell_by_id
+
+    source = cell_by_id(solution_nb(A3), "faster_rcnn").source
+    return source[: source.index("class FasterRCNN")] + model_code.strip() + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,model_code", [("blind", A3_BLIND), ("ignores its weights", A3_ORACLE)])
+def test_hostile_detectors_score_zero_on_the_a3_trained_test(grade, name, model_code):
+    results = grade(with_cells(solution_nb(A3), {"faster_rcnn": faster_rcnn_cell(model_code)}), A3, parts=["faster_rcnn"])
+    score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
+    assert score == 0, (name, output)
+    assert ("shuffled" if name == "ignores its weights" else "AP50 is") in output, (name, output)

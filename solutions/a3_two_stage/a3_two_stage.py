@@ -11,13 +11,18 @@
 # %% [markdown]
 # # Assignment 3 — Two-stage detectors (Lecture 14)
 #
-# You build the pieces of a two-stage detector — Faster R-CNN — and check each against torchvision:
+# You build a complete two-stage detector — Faster R-CNN — piece by piece, check each piece against
+# torchvision, then train it on the shapes dataset:
 #
 # 1. **RoI Pool and RoI Align** (20 points): `roi_pool`, `roi_align`, the per-region feature crops of Fast R-CNN.
 # 2. **Anchors** (15): `generate_anchors`, `match_anchors`, `sample_labels`, the training targets of the RPN.
+# 3. **Feature pyramid network** (10): `FPN`.
+# 4. **Region proposal network** (15): `RPNHead`, `rpn_losses`, `filter_proposals`, `RegionProposalNetwork`.
+# 5. **Second stage** (20): `BoxHead`, `select_training_samples`, `fastrcnn_loss`, `postprocess_detections`.
+# 6. **Faster R-CNN, trained** (20): `FasterRCNN`; the grader trains it and measures COCO AP50.
 #
-# *(Draft: the FPN, the region proposal network, the complete `FasterRCNN` and its training come in the
-# next parts.)*
+# The grader tests Parts 4 and 5 with reference versions of the Part 1–2 functions they call (so a mistake
+# in an earlier part costs its points once); Part 6 trains *your* detector, built from all your parts.
 #
 # Conventions (the hidden tests check them):
 #
@@ -50,7 +55,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from torchvision.ops import box_iou
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from lecture_utils import get_device, seed_everything
 
@@ -463,6 +469,630 @@ _outs, _want = _fpn(_maps), list(_tv({str(i): m for i, m in enumerate(_maps)}).v
 assert [tuple(o.shape) for o in _outs] == [(2, 12, 15, 21), (2, 12, 8, 11), (2, 12, 4, 6)], "FPN: one map per level, out_channels each, the level's size"
 assert all(torch.allclose(o, w, atol=1e-5) for o, w in zip(_outs, _want)), "FPN differs from torchvision's FeaturePyramidNetwork with the same weights"
 print("FPN ✓")
+
+# %% [markdown]
+# ## Part 4 — Region proposal network
+#
+# Faster R-CNN makes its own proposals. The **region proposal network** (RPN, 区域提议网络) slides a small
+# network over every FPN level: a 3×3 convolution (padding 1) + ReLU shared by all levels, then two 1×1
+# convolutions that predict, at every location, for each of its $A$ anchors an **objectness** logit
+# ("is there an object?") and 4 box deltas $(t_x, t_y, t_w, t_h)$ that move the anchor onto the object.
+#
+# `RPNHead(in_channels, num_anchors)` keeps the layers as `conv` (3×3, `in_channels` → `in_channels`),
+# `cls_logits` (1×1 → $A$) and `bbox_pred` (1×1 → $4A$), all with biases (the grader copies weights into
+# them by these names); initialize the weights from $\mathcal N(0, 0.01^2)$ and the biases to 0.
+# `forward(features)` takes the list of `Tensor[B, C, H_l, W_l]` and returns two lists:
+# objectness `Tensor[B, A, H_l, W_l]` and deltas `Tensor[B, 4A, H_l, W_l]` (channel $4a + k$ is
+# coordinate $k$ of anchor $a$). The helper `flatten_predictions` (given) puts them in the order of
+# `generate_anchors`: `Tensor[B, N]` and `Tensor[B, N, 4]` with $N = \sum_l H_l W_l A$.
+#
+# **Training targets and losses.** Per image, `match_anchors` (thresholds 0.7 / 0.3, low-quality matches
+# kept) labels each anchor 1 (matched), 0 (below 0.3) or −1 (in between, ignored); the target deltas
+# of an anchor encode its matched box (`BoxCoder(weights=(1, 1, 1, 1))`, given in the imports; any value
+# for the others). `sample_labels` draws `batch_size_per_image` anchors per image. Over the sampled
+# anchors $S$ of the whole batch, with positives $S^+$:
+#
+# $$L_\text{obj} = \frac{1}{|S|}\sum_{i \in S} \operatorname{BCE}(o_i, [i \in S^+]),\qquad
+# L_\text{box} = \frac{1}{|S|}\sum_{i \in S^+} \sum_{k} \operatorname{smooth}_{\ell_1}^{\beta = 1/9}(t_{ik} - t^*_{ik}),$$
+#
+# `F.binary_cross_entropy_with_logits` (mean) and `F.smooth_l1_loss(..., beta=1/9, reduction="sum")`
+# divided by $|S|$ — torchvision's formulas. `rpn_losses(objectness, deltas, labels, target_deltas, positive, negative)`
+# takes them flattened over the batch (`Tensor[N]`, `Tensor[N, 4]`, `Tensor[N]`, `Tensor[N, 4]`, bool
+# `Tensor[N]`, bool `Tensor[N]`) and returns `(loss_objectness, loss_box)`, two scalars; with nothing
+# sampled both are 0 (still connected to the inputs' graph, so `backward()` works).
+#
+# **Proposals.** `RegionProposalNetwork(in_channels, strides, sizes, aspect_ratios, ...)` owns an
+# `RPNHead` named `head` and, in `forward(features, image_sizes, targets=None)`:
+#
+# 1. runs the head and makes the anchors of the feature maps (`generate_anchors`, the level's stride);
+# 2. decodes every anchor's deltas into a box (`BoxCoder.decode`, from *detached* deltas);
+# 3. per image: on each level keeps the `pre_nms_top_n` highest objectness logits, takes
+#    `sigmoid`, clips the boxes to the image (`image_sizes[i] = (h, w)`), drops boxes narrower or lower
+#    than `min_size` and scores below `score_thresh`, runs NMS (`nms_thresh`) **separately per level**
+#    (`batched_nms` with the level as index) and keeps the best `post_nms_top_n`, sorted by decreasing score;
+# 4. in training (`self.training`), also computes the two losses with the matching and sampling above.
+#
+# It returns `(proposals, losses)`: a list of `Tensor[P_i, 4]` (detached) and a dict
+# `{"loss_objectness", "loss_rpn_box_reg"}` in training, `{}` in eval. This is torchvision's
+# `RegionProposalNetwork`; do not use it, its `RPNHead` or `AnchorGenerator`.
+
+# %% nbgrader={"grade": false, "grade_id": "rpn", "locked": false, "schema_version": 3, "solution": true}
+def flatten_predictions(objectness, deltas):
+    """Lists of Tensor[B, A, H, W] and Tensor[B, 4A, H, W] -> Tensor[B, N] and Tensor[B, N, 4],
+    anchors in generate_anchors' order (level, row, column, anchor)."""
+    flat_obj, flat_deltas = [], []
+    for obj, d in zip(objectness, deltas):
+        B, A, H, W = obj.shape
+        flat_obj.append(obj.permute(0, 2, 3, 1).reshape(B, -1))
+        flat_deltas.append(d.reshape(B, A, 4, H, W).permute(0, 3, 4, 1, 2).reshape(B, -1, 4))
+    return torch.cat(flat_obj, dim=1), torch.cat(flat_deltas, dim=1)
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU, then per location num_anchors objectness logits and 4 * num_anchors deltas."""
+
+    def __init__(self, in_channels, num_anchors):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(in_channels, 4 * num_anchors, 1)
+        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+        ### END SOLUTION
+
+    def forward(self, features):
+        """list of Tensor[B, C, H_l, W_l] -> (list of Tensor[B, A, H_l, W_l], list of Tensor[B, 4A, H_l, W_l])."""
+        ### BEGIN SOLUTION
+        objectness, deltas = [], []
+        for feature in features:
+            hidden = F.relu(self.conv(feature))
+            objectness.append(self.cls_logits(hidden))
+            deltas.append(self.bbox_pred(hidden))
+        return objectness, deltas
+        ### END SOLUTION
+
+
+def rpn_losses(objectness, deltas, labels, target_deltas, positive, negative):
+    """(loss_objectness, loss_box) over the sampled anchors (positive | negative), torchvision's formulas."""
+    ### BEGIN SOLUTION
+    sampled = positive | negative
+    n_sampled = int(sampled.sum())
+    if n_sampled == 0:
+        zero = objectness.sum() * 0.0 + deltas.sum() * 0.0
+        return zero, zero
+    loss_objectness = F.binary_cross_entropy_with_logits(objectness[sampled], positive[sampled].to(objectness.dtype))
+    loss_box = F.smooth_l1_loss(deltas[positive], target_deltas[positive], beta=1 / 9, reduction="sum") / n_sampled
+    return loss_objectness, loss_box
+    ### END SOLUTION
+
+
+def filter_proposals(boxes, objectness, image_sizes, per_level, pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh):
+    """boxes Tensor[B, N, 4], objectness logits Tensor[B, N], per_level: anchors per level (sum N) ->
+    list of Tensor[P_i, 4]: per level the pre_nms_top_n best, clipped, small and low-scoring boxes
+    dropped, NMS per level, the post_nms_top_n best by decreasing score."""
+    ### BEGIN SOLUTION
+    level = torch.cat([torch.full((n,), i, dtype=torch.int64, device=boxes.device) for i, n in enumerate(per_level)])
+    top, start = [], 0
+    for scores in objectness.split(per_level, dim=1):
+        top.append(scores.topk(min(pre_nms_top_n, scores.shape[1]), dim=1).indices + start)
+        start += scores.shape[1]
+    top = torch.cat(top, dim=1)  # [B, kept per image]
+    proposals = []
+    for i, (h, w) in enumerate(image_sizes):
+        b = clip_boxes_to_image(boxes[i, top[i]], (int(h), int(w)))
+        s, lv = torch.sigmoid(objectness[i, top[i]]), level[top[i]]
+        keep = remove_small_boxes(b, min_size)
+        b, s, lv = b[keep], s[keep], lv[keep]
+        keep = torch.where(s >= score_thresh)[0]
+        b, s, lv = b[keep], s[keep], lv[keep]
+        proposals.append(b[batched_nms(b, s, lv, nms_thresh)[:post_nms_top_n]])
+    return proposals
+    ### END SOLUTION
+
+
+class RegionProposalNetwork(nn.Module):
+    """Anchors + RPNHead -> proposals per image (and the RPN's two losses in training)."""
+
+    def __init__(self, in_channels, strides, sizes, aspect_ratios, pre_nms_top_n=1000, post_nms_top_n=1000,
+                 nms_thresh=0.7, fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256,
+                 positive_fraction=0.5, min_size=1e-3, score_thresh=0.0):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.strides, self.sizes, self.aspect_ratios = list(strides), list(sizes), list(aspect_ratios)
+        self.pre_nms_top_n, self.post_nms_top_n, self.nms_thresh = pre_nms_top_n, post_nms_top_n, nms_thresh
+        self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
+        self.min_size, self.score_thresh = min_size, score_thresh
+        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+        self.head = RPNHead(in_channels, len(self.sizes[0]) * len(self.aspect_ratios[0]))
+        ### END SOLUTION
+
+    def forward(self, features, image_sizes, targets=None):
+        """features: list of Tensor[B, C, H_l, W_l]; image_sizes: list of (h, w); targets: list of dicts with
+        "boxes" Tensor[G_i, 4] (training) -> (list of Tensor[P_i, 4] proposals, dict of losses)."""
+        ### BEGIN SOLUTION
+        objectness, deltas = flatten_predictions(*self.head(features))
+        anchors = generate_anchors([f.shape[-2:] for f in features], self.strides, self.sizes, self.aspect_ratios,
+                                   dtype=deltas.dtype, device=deltas.device)
+        B, N = objectness.shape
+        boxes = self.box_coder.decode_single(deltas.detach().reshape(-1, 4), anchors.repeat(B, 1)).reshape(B, N, 4)
+        per_level = [h * w * len(s) * len(r) for (h, w), s, r in zip([f.shape[-2:] for f in features], self.sizes, self.aspect_ratios)]
+        proposals = filter_proposals(boxes, objectness.detach(), image_sizes, per_level, self.pre_nms_top_n,
+                                     self.post_nms_top_n, self.nms_thresh, self.min_size, self.score_thresh)
+        if not self.training:
+            return proposals, {}
+        if targets is None:
+            raise ValueError("RegionProposalNetwork needs targets in training mode")
+        labels, target_deltas = [], []
+        for target in targets:
+            matched = match_anchors(anchors, target["boxes"], self.fg_iou_thresh, self.bg_iou_thresh, True)
+            label = (matched >= 0).to(anchors.dtype)
+            label[matched == BETWEEN_THRESHOLDS] = -1.0
+            labels.append(label)
+            if len(target["boxes"]) == 0:
+                target_deltas.append(torch.zeros_like(anchors))
+            else:
+                target_deltas.append(self.box_coder.encode_single(target["boxes"][matched.clamp(min=0)].to(anchors.dtype), anchors))
+        positive, negative = sample_labels(labels, self.batch_size_per_image, self.positive_fraction)
+        loss_objectness, loss_box = rpn_losses(objectness.reshape(-1), deltas.reshape(-1, 4), torch.cat(labels),
+                                               torch.cat(target_deltas), torch.cat(positive), torch.cat(negative))
+        return proposals, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_box}
+        ### END SOLUTION
+
+# %% tags=["check"]
+from collections import OrderedDict
+
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork as TvRPN, RPNHead as TvRPNHead
+
+torch.manual_seed(0)
+_head = RPNHead(8, 6)
+_tv_head = TvRPNHead(8, 6)
+_tv_head.load_state_dict({("conv.0.0." + k[5:] if k.startswith("conv.") else k): v for k, v in _head.state_dict().items()})
+_maps = [torch.randn(2, 8, 12, 16), torch.randn(2, 8, 6, 8)]
+_obj, _del = _head(_maps)
+assert [tuple(o.shape) for o in _obj] == [(2, 6, 12, 16), (2, 6, 6, 8)] and [tuple(d.shape) for d in _del] == [(2, 24, 12, 16), (2, 24, 6, 8)], \
+    "RPNHead: objectness Tensor[B, A, H, W] and deltas Tensor[B, 4A, H, W] per level"
+assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_obj + _del, sum(map(list, _tv_head(_maps)), []))), "RPNHead differs from torchvision's with the same weights"
+_o, _d = torch.randn(10), torch.randn(10, 4)
+_none = torch.zeros(10, dtype=torch.bool)
+assert all(float(v) == 0.0 for v in rpn_losses(_o, _d, torch.zeros(10), torch.zeros(10, 4), _none, _none)), "rpn_losses: nothing sampled gives two zeros"
+
+# The whole RPN against torchvision's, same head weights, same anchors (the course's, not AnchorGenerator's);
+# every labelled anchor sampled (batch_size_per_image huge, positive_fraction 1) so that the losses are deterministic.
+_sizes, _ratios, _strides = ((16, 24), (32, 48)), ((0.5, 1.0, 2.0),) * 2, (4, 8)
+_rpn = RegionProposalNetwork(8, _strides, _sizes, _ratios, pre_nms_top_n=50, post_nms_top_n=30, batch_size_per_image=10**6, positive_fraction=1.0)
+_rpn.head.load_state_dict(_head.state_dict())
+
+
+class _FixedAnchors(nn.Module):
+    def forward(self, image_list, feature_maps):
+        return [generate_anchors([f.shape[-2:] for f in feature_maps], _strides, _sizes, _ratios)] * len(image_list.image_sizes)
+
+    def num_anchors_per_location(self):
+        return [6, 6]
+
+
+_tv_rpn = TvRPN(_FixedAnchors(), _tv_head, 0.7, 0.3, 10**6, 1.0, dict(training=50, testing=50), dict(training=30, testing=30), 0.7)
+_image_sizes = [(45, 60), (48, 64)]
+_images = ImageList(torch.zeros(2, 3, 48, 64), _image_sizes)
+_targets = [{"boxes": torch.tensor([[5.0, 5, 30, 25], [20, 10, 50, 40]]), "labels": torch.tensor([1, 2])},
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+for _mode in ("eval", "train"):
+    getattr(_rpn, _mode)(), getattr(_tv_rpn, _mode)()
+    _got = _rpn(_maps, _image_sizes, _targets if _mode == "train" else None)
+    _want = _tv_rpn(_images, OrderedDict(a=_maps[0], b=_maps[1]), _targets if _mode == "train" else None)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(_got[0], _want[0])) and [len(p) for p in _got[0]] == [len(p) for p in _want[0]], \
+        f"RegionProposalNetwork ({_mode}): proposals differ from torchvision's"
+    assert set(_got[1]) == set(_want[1]) and all(abs(float(_got[1][k]) - float(_want[1][k])) < 1e-5 for k in _want[1]), \
+        f"RegionProposalNetwork ({_mode}): losses {_got[1]} differ from torchvision's {_want[1]}"
+print("RPN ✓")
+
+# %% [markdown]
+# ## Part 5 — The second stage: Fast R-CNN heads
+#
+# The second stage classifies every proposal and refines its box **per class**. RoI Align cuts a
+# $C \times 7 \times 7$ feature crop per proposal; `BoxHead(in_channels, resolution, representation_size, num_classes)`
+# flattens it and applies `fc6` (→ `representation_size`) + ReLU, `fc7` + ReLU, then two linear layers:
+# `cls_score` (→ `num_classes` logits, class 0 = background) and `bbox_pred` (→ `4 * num_classes`:
+# one set of deltas per class, columns $4c \dots 4c+3$ for class $c$). `num_classes` counts the background
+# (torchvision's convention: `len(CLASSES)` = 4 for the shapes). `forward(x: Tensor[K, C, r, r])` returns
+# `(class_logits Tensor[K, num_classes], box_regression Tensor[K, 4 * num_classes])`. Use PyTorch's default
+# initialization; the grader copies weights into `fc6`, `fc7`, `cls_score`, `bbox_pred` by name.
+#
+# **Training samples.** `select_training_samples(proposals, targets, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
+# batch_size_per_image=512, positive_fraction=0.25, generator=None)`, per image:
+#
+# 1. appends the ground-truth boxes to the proposals (so every object has at least one perfect proposal);
+# 2. matches them with `match_anchors(..., fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)`;
+#    the label of a proposal is its box's class (`targets[i]["labels"]`, int64 ≥ 1) when matched, 0 when
+#    below `bg_iou_thresh`, −1 in between (never sampled); an image without objects has only 0s;
+# 3. samples with `sample_labels(labels, batch_size_per_image, positive_fraction, generator)`;
+# 4. encodes each sampled proposal's matched box with `BoxCoder(weights=(10, 10, 5, 5))` (any value for
+#    the negatives: the loss ignores them).
+#
+# It returns three lists (one entry per image, the sampled proposals only, in any order, the same order in
+# all three): boxes `Tensor[S_i, 4]`, labels `Tensor[S_i]` int64, regression targets `Tensor[S_i, 4]`.
+#
+# **Loss.** `fastrcnn_loss(class_logits, box_regression, labels, regression_targets)` (all concatenated over
+# the batch, $K \ge 1$ rows) returns `(loss_classifier, loss_box_reg)`: cross-entropy over all rows, and the
+# smooth-$\ell_1$ ($\beta = 1/9$, summed) between the targets and **the deltas of the row's own class**, over
+# the rows with label $> 0$ only, divided by $K$ (all rows) — torchvision's `fastrcnn_loss`.
+#
+# **Detections.** `postprocess_detections(class_logits, box_regression, proposals, image_sizes, score_thresh=0.05,
+# nms_thresh=0.5, detections_per_img=100)`: decodes every class's deltas on its proposal
+# (`BoxCoder((10, 10, 5, 5))`), takes the softmax over classes, and per image: clips the boxes to the image,
+# drops the background column, makes one candidate per (proposal, class), keeps the scores
+# **strictly above** `score_thresh` and the boxes at least 0.01 wide and high, runs NMS per class
+# (`batched_nms` with the class as index) and keeps the `detections_per_img` best. It returns one dict per
+# image: `{"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D] int64}`, sorted by decreasing
+# score. (`proposals` is a list of `Tensor[P_i, 4]`; the rows of `class_logits` follow them image by image.)
+#
+# Do not use torchvision's `RoIHeads`, `fastrcnn_loss`, `TwoMLPHead` or `FastRCNNPredictor` here.
+
+# %% nbgrader={"grade": false, "grade_id": "roi_heads", "locked": false, "schema_version": 3, "solution": true}
+class BoxHead(nn.Module):
+    """Two fully connected layers, then class logits and class-specific box deltas."""
+
+    def __init__(self, in_channels, resolution, representation_size, num_classes):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.fc6 = nn.Linear(in_channels * resolution * resolution, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+        self.cls_score = nn.Linear(representation_size, num_classes)
+        self.bbox_pred = nn.Linear(representation_size, 4 * num_classes)
+        ### END SOLUTION
+
+    def forward(self, x):
+        """Tensor[K, C, r, r] -> (Tensor[K, num_classes], Tensor[K, 4 * num_classes])."""
+        ### BEGIN SOLUTION
+        x = F.relu(self.fc6(x.flatten(1)))
+        x = F.relu(self.fc7(x))
+        return self.cls_score(x), self.bbox_pred(x)
+        ### END SOLUTION
+
+
+def select_training_samples(proposals, targets, fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=512,
+                            positive_fraction=0.25, generator=None):
+    """-> (list of Tensor[S_i, 4] sampled proposals, list of Tensor[S_i] int64 labels, list of Tensor[S_i, 4] targets)."""
+    ### BEGIN SOLUTION
+    coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+    all_boxes, all_labels, all_matched = [], [], []
+    for boxes, target in zip(proposals, targets):
+        gt_boxes = target["boxes"].to(boxes.dtype)
+        boxes = torch.cat([boxes, gt_boxes])
+        matched = match_anchors(boxes, gt_boxes, fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        if len(gt_boxes) == 0:
+            labels = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+            matched_boxes = boxes
+        else:
+            labels = target["labels"].to(torch.int64)[matched.clamp(min=0)]
+            labels[matched == BELOW_LOW_THRESHOLD] = 0
+            labels[matched == BETWEEN_THRESHOLDS] = -1
+            matched_boxes = gt_boxes[matched.clamp(min=0)]
+        all_boxes.append(boxes), all_labels.append(labels), all_matched.append(matched_boxes)
+    positive, negative = sample_labels(all_labels, batch_size_per_image, positive_fraction, generator)
+    out_boxes, out_labels, out_targets = [], [], []
+    for boxes, labels, matched_boxes, pos, neg in zip(all_boxes, all_labels, all_matched, positive, negative):
+        keep = torch.where(pos | neg)[0]
+        out_boxes.append(boxes[keep])
+        out_labels.append(labels[keep])
+        out_targets.append(coder.encode_single(matched_boxes[keep], boxes[keep]))
+    return out_boxes, out_labels, out_targets
+    ### END SOLUTION
+
+
+def fastrcnn_loss(class_logits, box_regression, labels, regression_targets):
+    """(cross-entropy, smooth-L1 of the own class's deltas over the positives / K), torchvision's formulas."""
+    ### BEGIN SOLUTION
+    loss_classifier = F.cross_entropy(class_logits, labels)
+    positive = torch.where(labels > 0)[0]
+    per_class = box_regression.reshape(len(labels), -1, 4)
+    loss_box = F.smooth_l1_loss(per_class[positive, labels[positive]], regression_targets[positive], beta=1 / 9, reduction="sum")
+    return loss_classifier, loss_box / labels.numel()
+    ### END SOLUTION
+
+
+def postprocess_detections(class_logits, box_regression, proposals, image_sizes, score_thresh=0.05, nms_thresh=0.5,
+                           detections_per_img=100):
+    """-> list of {"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D] int64} per image, best first."""
+    ### BEGIN SOLUTION
+    coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+    num_classes = class_logits.shape[-1]
+    counts = [len(p) for p in proposals]
+    if sum(counts) == 0:
+        boxes_all = box_regression.new_zeros((0, num_classes, 4))
+    else:
+        boxes_all = coder.decode_single(box_regression.reshape(-1, 4), torch.cat(proposals).repeat_interleave(num_classes, dim=0))
+    boxes_all = boxes_all.reshape(-1, num_classes, 4)
+    scores_all = F.softmax(class_logits, dim=-1)
+    detections = []
+    for boxes, scores, (h, w) in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes):
+        boxes = clip_boxes_to_image(boxes, (int(h), int(w)))[:, 1:].reshape(-1, 4)
+        labels = torch.arange(num_classes, device=scores.device).expand_as(scores)[:, 1:].reshape(-1)
+        scores = scores[:, 1:].reshape(-1)
+        keep = torch.where(scores > score_thresh)[0]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = remove_small_boxes(boxes, 1e-2)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+        detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+    return detections
+    ### END SOLUTION
+
+# %% tags=["check"]
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss as tv_fastrcnn_loss
+
+torch.manual_seed(0)
+_bh = BoxHead(4, 7, 32, 4)
+_x = torch.randn(5, 4, 7, 7)
+_mlp, _pred = TwoMLPHead(4 * 49, 32), FastRCNNPredictor(32, 4)
+_mlp.load_state_dict({k: v for k, v in _bh.state_dict().items() if k.startswith("fc")})
+_pred.load_state_dict({k: v for k, v in _bh.state_dict().items() if not k.startswith("fc")})
+assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_bh(_x), _pred(_mlp(_x)))), "BoxHead differs from TwoMLPHead + FastRCNNPredictor"
+_logits, _reg, _labels, _tg = torch.randn(12, 4), torch.randn(12, 16), torch.tensor([0, 1, 2, 3] * 3), torch.randn(12, 4)
+assert all(torch.allclose(a, b) for a, b in zip(fastrcnn_loss(_logits, _reg, _labels, _tg), tv_fastrcnn_loss(_logits, _reg, [_labels], [_tg]))), \
+    "fastrcnn_loss differs from torchvision's (the box loss uses each row's own class's deltas, / all rows)"
+_heads = RoIHeads(None, None, None, 0.5, 0.5, 10**6, 1.0, (10.0, 10.0, 5.0, 5.0), 0.05, 0.5, 100)
+_props = [torch.tensor([[4.0, 6, 28, 24], [0, 0, 20, 20], [22, 8, 52, 44], [30, 30, 60, 44]]), torch.tensor([[3.0, 3, 30, 30]])]
+_boxes, _labs, _regs = select_training_samples(_props, _targets, batch_size_per_image=10**6, positive_fraction=1.0)
+_want_boxes, _, _want_labels, _ = _heads.select_training_samples([p.clone() for p in _props], _targets)
+assert [sorted(l.tolist()) for l in _labs] == [sorted(l.tolist()) for l in _want_labels] and _labs[0].dtype == torch.int64, \
+    "select_training_samples: labels differ from torchvision's (ground truth added, matched at 0.5, class ids / 0)"
+_props = [torch.tensor([[4.0, 6, 28, 24], [0, 0, 20, 20], [22, 8, 52, 44], [30, 30, 60, 44], [-5, 2, 10, 60], [1, 1, 2, 3], [10, 12, 30, 30], [40, 5, 70, 25]]),
+          torch.tensor([[1.0, 1, 20, 30], [5, 5, 38, 39], [2, 3, 12, 14], [20, 0, 40, 22]])]
+_dets = postprocess_detections(_logits * 3, _reg, _props, [(50, 60), (40, 40)])
+_want = _heads.postprocess_detections(_logits * 3, _reg, _props, [(50, 60), (40, 40)])
+assert isinstance(_dets, list) and len(_dets) == 2 and all(set(d) >= {"boxes", "scores", "labels"} for d in _dets), "postprocess_detections: one dict per image"
+for _d, _b, _s, _l in zip(_dets, *_want):
+    assert _d["labels"].dtype == torch.int64 and torch.equal(_d["labels"], _l), "postprocess_detections: labels (int64) differ from torchvision's"
+    assert torch.allclose(_d["scores"], _s) and torch.allclose(_d["boxes"], _b, atol=1e-4), "postprocess_detections: boxes or scores differ from torchvision's (best first)"
+print("second stage ✓")
+
+# %% [markdown]
+# ## Part 6 — Faster R-CNN, trained
+#
+# Now assemble the detector. The backbone is given (the cell below, not graded): a small CNN whose
+# three stages give maps of strides 4, 8 and 16. `FasterRCNN(num_classes)` (background included:
+# `len(CLASSES)`) builds, with these names:
+#
+# - `backbone = SmallBackbone()` and `fpn = FPN(SmallBackbone.out_channels, 64)` (Part 3);
+# - `rpn = RegionProposalNetwork(64, strides=(4, 8, 16), sizes=((16, 24), (32, 48), (64, 96)), aspect_ratios=((0.5, 1.0, 2.0),) * 3,
+#   pre_nms_top_n=500, post_nms_top_n=200)` (Part 4);
+# - `box_head = BoxHead(64, 7, 256, num_classes)` (Part 5).
+#
+# `forward(images, targets=None)` takes a list of `Tensor[3, H_i, W_i]` (values in $[0, 1]$, sizes may
+# differ) or a `Tensor[B, 3, H, W]`, and `targets`, one dict per image with `"boxes"` `Tensor[G_i, 4]`
+# (xyxy pixels, $G_i$ may be 0) and `"labels"` `Tensor[G_i]` int64:
+#
+# 1. normalizes the images ($(x - 0.5) / 0.25$) and pads them with zeros at the bottom and right into one
+#    batch whose height and width are multiples of 16; `image_sizes` keeps each image's own $(H_i, W_i)$;
+# 2. backbone → FPN → RPN proposals (and the RPN losses in training);
+# 3. in training, `select_training_samples(proposals, targets, batch_size_per_image=64)`;
+# 4. RoI Align, 7×7, on **one FPN level per box**: level $\ell = \lfloor 1 + \log_2(\sqrt{wh} / 32)\rfloor$
+#    clipped to $\{0, 1, 2\}$ (so a 32-pixel box reads the stride-8 map), `spatial_scale = 1 / stride`,
+#    `sampling_ratio=2`, `aligned=True` — your `roi_align` (the helper `multilevel_roi_align` is given);
+# 5. the box head; in training `fastrcnn_loss`, in eval `postprocess_detections`.
+#
+# In training (`model.train()`) it returns the dict of the **four losses**
+# `{"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}` (scalars); in eval a list
+# with one `{"boxes", "scores", "labels"}` dict per image (boxes in the image's own pixels). Do not use
+# torchvision's detection models (`FasterRCNN`, `GeneralizedRCNN`, `RoIHeads`, `RegionProposalNetwork`, ...).
+#
+# **The grader trains it** (12 of the 20 points). It calls `FasterRCNN(len(CLASSES))` and trains it with
+# the recipe of `train_detector` below — AdamW (weight decay $10^{-4}$), one-cycle learning rate up to
+# $2\cdot10^{-3}$, 300 steps of 12 rendered 128×128 images with 1–3 objects, on one CPU thread (about
+# 2–3 minutes for the reference; keep your step time within about 1.5× of it, or the training runs out of
+# its 270 s) — then sends 64 new images it generated itself and computes **COCO AP50** of your detections
+# (pycocotools) in its own process. The bar is **AP50 ≥ 0.45**; the reference solution reaches 0.68 on
+# three seeds. The detections must come from what the network learned: with its trained weights
+# shuffled, the same model must lose at least 0.2 AP50, or the test gives no points.
+
+# %% nbgrader={"grade": false, "grade_id": "backbone", "locked": true, "schema_version": 3, "solution": false} tags=["preamble"]
+# Given, not graded (the grader runs this cell as released).
+class SmallBackbone(nn.Module):
+    """A small CNN: images Tensor[B, 3, H, W] -> [Tensor[B, 32, H/4, W/4], Tensor[B, 64, H/8, W/8], Tensor[B, 128, H/16, W/16]]."""
+
+    out_channels = (32, 64, 128)
+    strides = (4, 8, 16)
+
+    def __init__(self):
+        super().__init__()
+
+        def block(c_in, c_out, stride):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+        self.stage1 = nn.Sequential(block(3, 16, 2), block(16, 32, 2))     # stride 4
+        self.stage2 = nn.Sequential(block(32, 64, 2), block(64, 64, 1))    # stride 8
+        self.stage3 = nn.Sequential(block(64, 128, 2), block(128, 128, 1))  # stride 16
+
+    def forward(self, x):
+        c1 = self.stage1(x)
+        c2 = self.stage2(c1)
+        return [c1, c2, self.stage3(c2)]
+
+# %% nbgrader={"grade": false, "grade_id": "faster_rcnn", "locked": false, "schema_version": 3, "solution": true}
+def multilevel_roi_align(features, boxes, strides, output_size=7, canonical_size=32.0, canonical_level=1):
+    """features: list of Tensor[B, C, H_l, W_l]; boxes: list of Tensor[K_i, 4] (one per image) ->
+    Tensor[sum K_i, C, output_size, output_size], each box read on level floor(canonical_level + log2(sqrt(wh) / canonical_size))."""
+    rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
+    area = ((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])).clamp(min=1e-6)
+    level = torch.floor(canonical_level + torch.log2(area.sqrt() / canonical_size) + 1e-6).clamp(0, len(features) - 1).long()
+    out = features[0].new_zeros((len(rois), features[0].shape[1], output_size, output_size))
+    for l, (feature, stride) in enumerate(zip(features, strides)):
+        idx = torch.where(level == l)[0]
+        if len(idx):
+            out[idx] = roi_align(feature, rois[idx], output_size, spatial_scale=1.0 / stride, sampling_ratio=1, aligned=True)
+    return out
+
+
+class FasterRCNN(nn.Module):
+    """SmallBackbone + FPN + RPN + RoI Align + BoxHead: losses in training, detections in eval."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.num_classes = num_classes
+        self.backbone = SmallBackbone()
+        self.fpn = FPN(SmallBackbone.out_channels, 64)
+        self.rpn = RegionProposalNetwork(64, strides=SmallBackbone.strides, sizes=((16, 24), (32, 48), (64, 96)),
+                                         aspect_ratios=((0.5, 1.0, 2.0),) * 3, pre_nms_top_n=500, post_nms_top_n=200)
+        self.box_head = BoxHead(64, 7, 256, num_classes)
+        ### END SOLUTION
+
+    def forward(self, images, targets=None):
+        """list of Tensor[3, H_i, W_i] (or Tensor[B, 3, H, W]) [+ targets] -> dict of 4 losses (train) / list of detections (eval)."""
+        ### BEGIN SOLUTION
+        if self.training and targets is None:
+            raise ValueError("FasterRCNN needs targets in training mode")
+        image_sizes = [tuple(im.shape[-2:]) for im in images]
+        height = math.ceil(max(h for h, _ in image_sizes) / 16) * 16
+        width = math.ceil(max(w for _, w in image_sizes) / 16) * 16
+        batch = images[0].new_zeros((len(images), 3, height, width))
+        for i, im in enumerate(images):
+            batch[i, :, : im.shape[-2], : im.shape[-1]] = (im - 0.5) / 0.25
+        features = self.fpn(self.backbone(batch))
+        proposals, losses = self.rpn(features, image_sizes, targets)
+        if self.training:
+            proposals, labels, regression_targets = select_training_samples(proposals, targets, batch_size_per_image=64)
+        class_logits, box_regression = self.box_head(multilevel_roi_align(features, proposals, SmallBackbone.strides))
+        if not self.training:
+            return postprocess_detections(class_logits, box_regression, proposals, image_sizes)
+        loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, torch.cat(labels), torch.cat(regression_targets))
+        return {**losses, "loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+        ### END SOLUTION
+
+# %% tags=["check"]
+from lecture_utils.data import CLASSES
+
+torch.manual_seed(0)
+_model = FasterRCNN(len(CLASSES))
+_img, _t = ShapesDataset(1, (96, 128), seed=3, min_objects=2, max_objects=3)[0]
+_empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+_model.train()
+_losses = _model([_img, torch.rand(3, 80, 72)], [_t, _empty])
+assert isinstance(_losses, dict) and set(_losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}, \
+    f"FasterRCNN in training mode returns the four losses, got {type(_losses).__name__}"
+assert all(v.ndim == 0 and torch.isfinite(v) for v in _losses.values()), "each loss is a finite scalar"
+sum(_losses.values()).backward()
+_model.eval()
+with torch.no_grad():
+    _dets = _model([_img, torch.rand(3, 80, 72)])
+assert len(_dets) == 2 and all(set(d) >= {"boxes", "scores", "labels"} for d in _dets), "FasterRCNN in eval mode returns one dict per image"
+assert all(d["labels"].dtype == torch.int64 and len(d["boxes"]) <= 100 for d in _dets), "labels int64, at most 100 detections per image"
+assert float(_dets[1]["boxes"][:, 2::2].max(initial=0)) <= 72 and float(_dets[1]["boxes"][:, 1::2].max(initial=0)) <= 80, "boxes are clipped to their own image"
+print("FasterRCNN ✓")
+
+# %% [markdown]
+# ### Training
+#
+# The cell below is the grader's recipe: the same data, optimizer, schedule and number of steps
+# (`STEPS = 300`, about 2–3 minutes on a laptop CPU). On a GPU it trains longer (`STEPS = 2000`) — better
+# detections to look at, but the grader's number is the CPU one. The metric is the grader's too:
+# COCO AP50 with pycocotools on 64 new images.
+
+# %%
+import contextlib
+import io
+import time
+
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm.auto import tqdm
+
+from lecture_utils.viz import plot_losses
+
+STEPS = 300 if device.type == "cpu" else 2000  # the grader: 300 steps on one CPU thread
+SHAPES = dict(min_objects=1, max_objects=3)
+
+
+def coco_ap(detections, targets):
+    """COCO box AP and AP50 (pycocotools, area 'all', 100 detections) of detections vs targets (lists of dicts per image)."""
+    images = [{"id": i, "width": 128, "height": 128} for i in range(len(targets))]
+    anns = [{"id": len(images) * 100 + k, "image_id": i, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
+            for i, t in enumerate(targets) for k, ((x1, y1, x2, y2), c) in enumerate(zip(t["boxes"].tolist(), t["labels"].tolist()))]
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(1, len(CLASSES))]}
+    gt.createIndex()
+    dets = [{"image_id": i, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)}
+            for i, d in enumerate(detections) for (x1, y1, x2, y2), s, c in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist())]
+    if not dets:
+        return 0.0, 0.0
+    evaluator = COCOeval(gt, gt.loadRes(dets), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
+    return float(evaluator.stats[0]), float(evaluator.stats[1])
+
+
+def train_detector(model, steps=STEPS, batch_size=12, lr=2e-3, seed=0):
+    """The grader's recipe: AdamW, one-cycle learning rate, 1536 rendered 128x128 shapes images (1-3 objects)."""
+    torch.manual_seed(seed)
+    data = ShapesDataset(1536, 128, seed=seed + 100, **SHAPES)
+    items = [data[i] for i in range(len(data))]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    history = {k: [] for k in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")}
+    model.train()
+    for step in tqdm(range(steps), desc="training Faster R-CNN"):
+        batch = items[(step * batch_size) % len(items):][:batch_size]
+        losses = model([im.to(device) for im, _ in batch], [{k: v.to(device) for k, v in t.items()} for _, t in batch])
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        schedule.step()
+        for k, v in losses.items():
+            history[k].append(float(v))
+    return history
+
+
+model = FasterRCNN(len(CLASSES)).to(device)
+start = time.perf_counter()
+history = train_detector(model)
+print(f"{STEPS} steps in {time.perf_counter() - start:.0f} s")
+val = ShapesDataset(64, 128, seed=2, **SHAPES)
+val_items = [val[i] for i in range(len(val))]
+model.eval()
+with torch.no_grad():
+    detections = [{k: v.cpu() for k, v in d.items()} for s in range(0, 64, 16) for d in model([im.to(device) for im, _ in val_items[s:s + 16]])]
+ap, ap50 = coco_ap(detections, [t for _, t in val_items])
+print(f"validation (64 new images): COCO AP50 {ap50:.3f} (the grader needs >= 0.45), AP {ap:.3f}")
+plot_losses(history, title="Faster R-CNN: the four losses")
+plt.show()
+
+# %% [markdown]
+# Detections (score ≥ 0.5, yellow, with class and score) against the ground truth (white) on validation images:
+
+# %%
+fig, axes = plt.subplots(2, 3, figsize=(6.8, 4.8), layout="constrained")
+for ax, (image, target), d in zip(axes.flat, val_items, detections):
+    keep = d["scores"] >= 0.5
+    show_image(image, ax)
+    draw_boxes(ax, target["boxes"], color="white", linewidth=1)
+    draw_boxes(ax, d["boxes"][keep], [f"{CLASSES[c]} {s:.2f}" for c, s in zip(d["labels"][keep].tolist(), d["scores"][keep].tolist())], color="yellow", linewidth=1.5)
+plt.show()
+
+# %% [markdown]
+# What the trained RPN proposes on one validation image: its 30 best anchors decoded (before NMS), and
+# the proposals that survive NMS and reach the second stage.
+
+# %%
+image = val_items[0][0].to(device)
+with torch.no_grad():
+    features = model.fpn(model.backbone(((image - 0.5) / 0.25)[None]))
+    objectness, deltas = flatten_predictions(*model.rpn.head(features))
+    anchors = generate_anchors([f.shape[-2:] for f in features], model.rpn.strides, model.rpn.sizes, model.rpn.aspect_ratios, device=device)
+    decoded = model.rpn.box_coder.decode_single(deltas[0], anchors)
+    proposals, _ = model.rpn(features, [tuple(image.shape[-2:])])
+best = objectness[0].topk(30).indices
+fig, axes = plt.subplots(1, 2, figsize=(6.8, 3.6), layout="constrained")
+show_image(image.cpu(), axes[0], title="30 best anchors, decoded\n(before NMS)")
+draw_boxes(axes[0], decoded[best].cpu(), color="cyan", linewidth=1)
+show_image(image.cpu(), axes[1], title=f"the 10 best of {len(proposals[0])} proposals\nafter NMS")
+draw_boxes(axes[1], proposals[0][:10].cpu(), color="orange", linewidth=1)
+plt.show()
 
 # %% [markdown]
 # ## Submit

@@ -3,6 +3,8 @@
 Every call of a graded function goes through ``call``: it counts, in the worker, the library
 functions and operators that do the function's job and fails with a message naming them (the
 notebook lists them)."""
+import math
+
 import torch
 
 from autograder.client import RemoteObject, StudentError
@@ -75,3 +77,59 @@ def check_output(got, expected, what, dtype_tol=None):
     if not isinstance(got, torch.Tensor):
         fail(f"{what}: expected a Tensor{list(expected.shape)}, got {describe(got)}")
     assert_tensor(got, expected, what, **tol)
+
+
+def expected_anchors(feature_sizes, strides, sizes, ratios, dtype=torch.float32):
+    """The formula, one anchor at a time: level, row i, column j, ratio, size."""
+    out = []
+    for (fh, fw), stride, level_sizes, level_ratios in zip(feature_sizes, strides, sizes, ratios):
+        sh, sw = (stride, stride) if isinstance(stride, (int, float)) else stride
+        for i in range(fh):
+            for j in range(fw):
+                cx, cy = (j + 0.5) * sw, (i + 0.5) * sh
+                for r in level_ratios:
+                    for s in level_sizes:
+                        w, h = s / math.sqrt(r), s * math.sqrt(r)
+                        out.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    return torch.tensor(out, dtype=torch.float64).reshape(-1, 4).to(dtype)
+
+
+_DETECTION_MODELS = ["torchvision.models.detection.rpn.RegionProposalNetwork.forward", "torchvision.models.detection.rpn.RPNHead.forward",
+                     "torchvision.models.detection.anchor_utils.AnchorGenerator.forward",
+                     "torchvision.models.detection.roi_heads.RoIHeads.forward", "torchvision.models.detection.roi_heads.fastrcnn_loss",
+                     "torchvision.models.detection.roi_heads.RoIHeads.postprocess_detections",
+                     "torchvision.models.detection.roi_heads.RoIHeads.select_training_samples",
+                     "torchvision.models.detection.faster_rcnn.TwoMLPHead.forward",
+                     "torchvision.models.detection.faster_rcnn.FastRCNNPredictor.forward",
+                     "torchvision.models.detection.generalized_rcnn.GeneralizedRCNN.forward"]
+DETECTION_HINT = "build it from the earlier parts, torch and the allowed torchvision.ops functions"
+
+
+def anchor_table(feature_sizes_list, strides, sizes, ratios) -> dict:
+    """{key: Tensor[A, 4]} reference anchors for every set of feature sizes a test uses (sent to the worker)."""
+    return {";".join(f"{int(h)}x{int(w)}" for h, w in fs): expected_anchors(fs, strides, sizes, ratios, dtype=torch.float64) for fs in feature_sizes_list}
+
+
+def with_references(student, target, method, args, kwargs, table, what):
+    """``target.<method>(*args, **kwargs)`` in the worker with the earlier parts' functions (generate_anchors,
+    match_anchors, sample_labels, roi_align) bound to references, watched for torchvision's detection models."""
+    fn = getattr(target, method) if method and method != "__call__" else target  # a module is called as itself
+    if not isinstance(fn, RemoteObject):
+        fn = fn.get()  # a function of the student's namespace
+    helper = student.helper("call_with_references").get()
+    if not isinstance(helper, RemoteObject):
+        fail("the grader could not reach its helper 'call_with_references'")
+    try:
+        return call_checked(helper, "__call__", fn, list(args), dict(kwargs), table, forbid=_DETECTION_MODELS, hint=DETECTION_HINT).value
+    except GradingFailure as exc:
+        message = str(exc)
+        raise GradingFailure(what + message[len("__call__"):] if message.startswith("__call__") else message) from None
+
+
+def check_forbidden(student, target, method, *args, what, **kwargs):
+    """``target.<method>(*args)`` (a student function when target is ``student``) watched for torchvision's detection models."""
+    try:
+        return call_checked(target, method, *args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT, **kwargs).value
+    except GradingFailure as exc:
+        message = str(exc)
+        raise GradingFailure(what + message[len(method):] if message.startswith(method) else message) from None

@@ -12,23 +12,8 @@ from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from .helpers import call
+from .helpers import call, expected_anchors
 from autograder.testing import assert_tensor, describe, fail
-
-
-def expected_anchors(feature_sizes, strides, sizes, ratios, dtype=torch.float32):
-    """The formula, one anchor at a time: level, row i, column j, ratio, size."""
-    out = []
-    for (fh, fw), stride, level_sizes, level_ratios in zip(feature_sizes, strides, sizes, ratios):
-        sh, sw = (stride, stride) if isinstance(stride, (int, float)) else stride
-        for i in range(fh):
-            for j in range(fw):
-                cx, cy = (j + 0.5) * sw, (i + 0.5) * sh
-                for r in level_ratios:
-                    for s in level_sizes:
-                        w, h = s / math.sqrt(r), s * math.sqrt(r)
-                        out.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-    return torch.tensor(out, dtype=torch.float64).reshape(-1, 4).to(dtype)
 
 
 @pytest.mark.part("anchors")
