@@ -21,6 +21,7 @@ SUBMISSION_URL = "https://www.gradescope.com/courses/1000000"
 DUE_DATES = {
     "a1_pytorch": "Friday 27 March 2026, 23:59 (UTC+8)",
     "a2_detection_basics": "Friday 17 April 2026, 23:59 (UTC+8)",
+    "a3_two_stage": "Friday 8 May 2026, 23:59 (UTC+8)",
 }
 
 # The first code cell of every notebook that imports lecture_utils (chapter pages and assignments),

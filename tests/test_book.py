@@ -307,3 +307,20 @@ L13_CHECKLIST = {
 
 def test_chapter_13_covers_the_lecture_checklist():
     assert not missing_terms("ch13", L13_CHECKLIST)
+
+
+# COURSE_SPEC §9, Lecture 14, part 1 (two-stage detectors and FPN).
+L14_CHECKLIST = {
+    "Fast R-CNN: backbone + per-region network": ["Fast R-CNN", "backbone", "per-region network", "once per image"],
+    "projecting boxes to features": ["spatial_scale", "stride", "receptive field"],
+    "RoI Pool (snapping) vs RoI Align (bilinear)": ["RoI Pool", "snap", "RoI Align", "bilinear interpolation", "sampling_ratio", "misalign"],
+    "speed: R-CNN vs Fast R-CNN vs Faster R-CNN": ["R-CNN", "Fast R-CNN", "Faster R-CNN", "selective search", "perf_counter"],
+    "RPN with K anchors per location": ["region proposal network", "anchor", "K = 9", "aspect ratio", "objectness", "AnchorGenerator"],
+    "the four losses": ["loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "smooth", "cross-entropy"],
+    "two-stage vs single-stage": ["two-stage", "single-stage"],
+    "image pyramid vs multi-scale features vs FPN": ["image pyramid", "multi-scale features", "feature pyramid network", "top-down", "lateral", "LevelMapper"],
+}
+
+
+def test_chapter_14_covers_the_lecture_checklist():
+    assert not missing_terms("ch14", L14_CHECKLIST)

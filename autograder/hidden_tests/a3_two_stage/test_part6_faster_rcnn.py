@@ -18,8 +18,8 @@ def images_and_targets():
     """Two images of different, non-square sizes; the second has no objects."""
     first, target = ShapesDataset(1, (96, 128), seed=3, min_objects=2, max_objects=3)[0]
     second = torch.rand(3, 80, 72) * 0.2
-    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    return [first, second], [target, empty]
+    without_objects = {"boxes": torch.empty(0, 4), "labels": torch.empty(0, dtype=torch.int64)}
+    return [first, second], [target, without_objects]
 
 
 def build(student):
@@ -81,7 +81,7 @@ def test_eval_mode_returns_detections(student):
 
 # Evaluation data made here; its seed is not visible to the worker.
 EVAL_SEED, EVAL_IMAGES = 60_013, 64
-SHAPES = dict(min_objects=1, max_objects=3)
+EVAL_SHAPES = dict(min_objects=1, max_objects=3)  # as in training
 STEPS = 300
 AP50_BAR, MIN_DROP = 0.45, 0.2
 
@@ -107,7 +107,7 @@ def detections_ok(detections, n_images):
 def trained_ap50(student):
     """Train the student's FasterRCNN once (grader recipe, in the worker); AP50 here of the trained model and of
     the same model with its weights shuffled."""
-    data = ShapesDataset(EVAL_IMAGES, 128, seed=EVAL_SEED, **SHAPES)
+    data = ShapesDataset(EVAL_IMAGES, 128, seed=EVAL_SEED, **EVAL_SHAPES)
     items = [data[i] for i in range(EVAL_IMAGES)]
     images = torch.stack([im for im, _ in items])
     targets = [t for _, t in items]
