@@ -686,7 +686,7 @@ for _mode in ("eval", "train"):
     _want = _tv_rpn(_images, OrderedDict(a=_maps[0], b=_maps[1]), _targets if _mode == "train" else None)
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(_got[0], _want[0])) and [len(p) for p in _got[0]] == [len(p) for p in _want[0]], \
         f"RegionProposalNetwork ({_mode}): proposals differ from torchvision's"
-    assert set(_got[1]) == set(_want[1]) and all(abs(float(_got[1][k]) - float(_want[1][k])) < 1e-5 for k in _want[1]), \
+    assert set(_got[1]) == set(_want[1]) and all(abs(_got[1][k].item() - _want[1][k].item()) < 1e-5 for k in _want[1]), \
         f"RegionProposalNetwork ({_mode}): losses {_got[1]} differ from torchvision's {_want[1]}"
 print("RPN ✓")
 
@@ -966,7 +966,7 @@ class FasterRCNN(nn.Module):
         ### END SOLUTION
 
 # %% tags=["check"]
-from lecture_utils.data import CLASSES
+from lecture_utils.data import CLASSES, ShapesDataset
 
 torch.manual_seed(0)
 _model = FasterRCNN(len(CLASSES))
@@ -1013,17 +1013,19 @@ SHAPES = dict(min_objects=1, max_objects=3)
 def coco_ap(detections, targets):
     """COCO box AP and AP50 (pycocotools, area 'all', 100 detections) of detections vs targets (lists of dicts per image)."""
     images = [{"id": i, "width": 128, "height": 128} for i in range(len(targets))]
-    anns = [{"id": len(images) * 100 + k, "image_id": i, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
-            for i, t in enumerate(targets) for k, ((x1, y1, x2, y2), c) in enumerate(zip(t["boxes"].tolist(), t["labels"].tolist()))]
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(1, len(CLASSES))]}
-    gt.createIndex()
+    anns = [{"image_id": i, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
+            for i, t in enumerate(targets) for (x1, y1, x2, y2), c in zip(t["boxes"].tolist(), t["labels"].tolist())]
+    for k, ann in enumerate(anns, start=1):  # unique ids from 1 (pycocotools reads id 0 as "no match")
+        ann["id"] = k
     dets = [{"image_id": i, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)}
             for i, d in enumerate(detections) for (x1, y1, x2, y2), s, c in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist())]
     if not dets:
         return 0.0, 0.0
-    evaluator = COCOeval(gt, gt.loadRes(dets), "bbox")
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(1, len(CLASSES))]}
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(dets), "bbox")
         evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
     return float(evaluator.stats[0]), float(evaluator.stats[1])
 
