@@ -216,3 +216,67 @@ def function_forward(function_cls, inputs, needs_grad):
     xs = [x.detach().requires_grad_(bool(m)) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x, m in zip(inputs, needs_grad)]
     out = function_cls.apply(*xs)
     return out, getattr(out, "grad_fn", None)
+
+
+# ----------------------------------------------------------------------------- detectors (a3, a4)
+def losses_backward(model, images, targets):
+    """Training-mode losses of a detector, and the names of the parameters the summed loss does not reach."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    unreached = [name for name, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    return {k: v.detach() for k, v in losses.items()}, unreached
+
+
+def _shapes_batches(batch_size: int, seed: int, n_images: int, image_size: int, shapes: dict):
+    from lecture_utils.data import ShapesDataset
+
+    data = ShapesDataset(n_images, image_size, seed=seed, **shapes)
+    items = [data[i] for i in range(n_images)]
+    return [([im for im, _ in items[s:s + batch_size]], [t for _, t in items[s:s + batch_size]]) for s in range(0, n_images, batch_size)]
+
+
+def _detect(model, images, batch_size: int = 16):
+    model.eval()
+    detections = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            out = model([im for im in images[start:start + batch_size]])
+            detections.extend({k: torch.as_tensor(d[k]) for k in ("boxes", "scores", "labels")} for d in out)
+    return detections
+
+
+def shuffle_weights(model, seed: int) -> None:
+    """Destroy what was learned but keep each parameter's values: permute its elements."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            flat = p.detach().reshape(-1)
+            p.copy_(flat[torch.randperm(flat.numel(), generator=g)].reshape(p.shape))
+
+
+def train_detector(model_class, eval_images, steps, lr, batch_size=12, seed=0, n_images=1536, image_size=128, min_objects=1, max_objects=3):
+    """The trained tests' recipe: ``model_class(len(CLASSES))`` trained with AdamW (one-cycle learning rate up
+    to ``lr``, weight decay 1e-4) on ``n_images`` rendered shapes images, ``batch_size`` per step; returns its
+    detections on ``eval_images`` (Tensor[N, 3, H, W], sent by the trusted process) and those of the same
+    model with its weights shuffled: (detections, shuffled_detections)."""
+    from lecture_utils.data import CLASSES
+
+    torch.manual_seed(seed)
+    batches = _shapes_batches(batch_size, seed + 100, n_images, image_size, dict(min_objects=min_objects, max_objects=max_objects))
+    model = model_class(len(CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step in range(steps):
+        images, targets = batches[step % len(batches)]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    detections = _detect(model, eval_images)
+    shuffle_weights(model, seed + 1)
+    return detections, _detect(model, eval_images)

@@ -22,6 +22,7 @@ DUE_DATES = {
     "a1_pytorch": "Friday 27 March 2026, 23:59 (UTC+8)",
     "a2_detection_basics": "Friday 17 April 2026, 23:59 (UTC+8)",
     "a3_two_stage": "Friday 8 May 2026, 23:59 (UTC+8)",
+    "a4_one_stage": "Friday 22 May 2026, 23:59 (UTC+8)",
 }
 
 # The first code cell of every notebook that imports lecture_utils (chapter pages and assignments),

@@ -164,3 +164,25 @@ def test_hostile_detectors_score_zero_on_the_a3_trained_test(grade, name, model_
     score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
     assert score == 0, (name, output)
     assert ("shuffled" if name == "ignores its weights" else "AP50 is") in output, (name, output)
+
+
+# a4: the same attacks on the FCOS trained test (its own evaluation seed, three losses).
+A4 = "a4_one_stage"
+A4_BLIND = A3_BLIND.replace("FasterRCNN", "FCOS").replace(
+    '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
+A4_ORACLE = A3_ORACLE.replace("FasterRCNN", "FCOS").replace("seed=60_013", "seed=70_019").replace(
+    '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,model_code", [("blind", A4_BLIND), ("ignores its weights", A4_ORACLE)])
+def test_hostile_detectors_score_zero_on_the_a4_trained_test(grade, name, model_code):
+    from conftest import cell_by_id
+
+    assert "FCOS" in model_code and "loss_cls" in model_code
+    source = cell_by_id(solution_nb(A4), "fcos").source
+    cell = source[: source.index("class FCOS")] + model_code.strip() + "\n"
+    results = grade(with_cells(solution_nb(A4), {"fcos": cell}), A4, parts=["fcos"])
+    score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
+    assert score == 0, (name, output)
+    assert ("shuffled" if name == "ignores its weights" else "AP50 is") in output, (name, output)

@@ -4,8 +4,7 @@ ground truth made in this trusted process."""
 import pytest
 import torch
 
-from autograder.hidden_tests.a2_detection_basics.coco_reference import coco_reference
-from autograder.client import RemoteObject
+from autograder.hidden_tests.trained_detection import assert_detection_dicts, assert_learned, trained_ap50
 from autograder.testing import assert_remote_module, describe, fail
 from lecture_utils.data import CLASSES, ShapesDataset
 
@@ -61,22 +60,8 @@ def test_eval_mode_returns_detections(student):
     model.eval()
     for batch, what in ((images, "a list of two images"), (torch.stack([images[0], images[0].flip(-1)]), "a Tensor[2, 3, 96, 128]")):
         out = check_forbidden(student, model, "__call__", batch, what="FasterRCNN.forward")
-        if not isinstance(out, (list, tuple)) or len(out) != 2:
-            fail(f"FasterRCNN in eval mode on {what} must return a list of 2 dicts, got {describe(out)}")
-        for i, d in enumerate(out):
-            if not isinstance(d, dict) or not {"boxes", "scores", "labels"} <= set(d):
-                fail(f"detections for image {i} of {what}: expected a dict with boxes, scores, labels; got {describe(d)}")
-            boxes, scores, labels = d["boxes"], d["scores"], d["labels"]
-            n = len(scores) if isinstance(scores, torch.Tensor) else -1
-            if not isinstance(boxes, torch.Tensor) or tuple(boxes.shape) != (n, 4) or not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (n,):
-                fail(f"detections for image {i} of {what}: boxes Tensor[D, 4], scores Tensor[D], labels Tensor[D]; got {describe(boxes)}, {describe(scores)}, {describe(labels)}")
-            if labels.dtype != torch.int64 or (n and (int(labels.min()) < 1 or int(labels.max()) >= len(CLASSES))):
-                fail(f"detections for image {i} of {what}: labels must be int64 classes 1..{len(CLASSES) - 1}, got {describe(labels)}")
-            if n > 100 or (n > 1 and bool((scores[1:] > scores[:-1]).any())):
-                fail(f"detections for image {i} of {what}: at most 100, sorted by decreasing score (got {n})")
-            h, w = (images[i] if isinstance(batch, list) else batch[i]).shape[-2:]
-            if n and (float(boxes[:, [0, 2]].min()) < 0 or float(boxes[:, [1, 3]].min()) < 0 or float(boxes[:, [0, 2]].max()) > w or float(boxes[:, [1, 3]].max()) > h):
-                fail(f"detections for image {i} of {what}: boxes must lie inside the image ({h}x{w}), clipped to its own size")
+        sizes = [tuple(im.shape[-2:]) for im in batch]
+        assert_detection_dicts(out, sizes, f"FasterRCNN in eval mode on {what}", len(CLASSES))
 
 
 # Evaluation data made here; its seed is not visible to the worker.
@@ -86,48 +71,15 @@ STEPS = 300
 AP50_BAR, MIN_DROP = 0.45, 0.2
 
 
-def detections_ok(detections, n_images):
-    """The detections the worker returned, checked and converted; a malformed reply fails the test."""
-    if not isinstance(detections, (list, tuple)) or len(detections) != n_images:
-        fail(f"the training recipe got {describe(detections)} from your model, not {n_images} detection dicts")
-    out = []
-    for d in detections:
-        if not isinstance(d, dict) or not all(isinstance(d.get(k), torch.Tensor) for k in ("boxes", "scores", "labels")):
-            fail(f"detections must be dicts of tensors boxes, scores, labels; got {describe(d)}")
-        boxes, scores, labels = d["boxes"].double(), d["scores"].double(), d["labels"]
-        if boxes.shape != (len(scores), 4) or labels.shape != scores.shape or scores.ndim != 1 or labels.is_floating_point():
-            fail(f"detections: boxes Tensor[D, 4], scores Tensor[D], labels Tensor[D] of class ids; got {describe(d)}")
-        keep = torch.where(torch.isfinite(boxes).all(1) & torch.isfinite(scores))[0]
-        keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][:100]  # COCO's maxDets: the 100 best
-        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep].long()})
-    return out
-
-
 @pytest.fixture(scope="module")
-def trained_ap50(student):
+def trained(student):
     """Train the student's FasterRCNN once (grader recipe, in the worker); AP50 here of the trained model and of
     the same model with its weights shuffled."""
-    data = ShapesDataset(EVAL_IMAGES, 128, seed=EVAL_SEED, **EVAL_SHAPES)
-    items = [data[i] for i in range(EVAL_IMAGES)]
-    images = torch.stack([im for im, _ in items])
-    targets = [t for _, t in items]
-    helper = student.helper("train_faster_rcnn").get()
-    if not isinstance(helper, RemoteObject):
-        fail("the grader could not reach its training recipe")
-    result = student.call_helper("train_faster_rcnn", student.FasterRCNN.get(), images, steps=STEPS, timeout=270).value
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        fail(f"the training recipe got {describe(result)} from your model, not detections")
-    trained, shuffled = (detections_ok(r, EVAL_IMAGES) for r in result)
-    return coco_reference(trained, targets)["AP50"], coco_reference(shuffled, targets)["AP50"]
+    return trained_ap50(student, "FasterRCNN", steps=STEPS, lr=2e-3, eval_seed=EVAL_SEED, eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
 
 
 @pytest.mark.part("faster_rcnn")
 @pytest.mark.points(12)
-def test_trained_detector_reaches_ap50(trained_ap50):
+def test_trained_detector_reaches_ap50(trained):
     """trained by the grader's recipe (300 AdamW steps, 12 shapes images of 128x128 per step): COCO AP50 >= 0.45 on 64 new images, learned"""
-    ap50, shuffled = trained_ap50
-    if ap50 < AP50_BAR:
-        fail(f"after training, COCO AP50 is {ap50:.3f} on {EVAL_IMAGES} validation images (need {AP50_BAR})")
-    if shuffled > ap50 - MIN_DROP:
-        fail(f"with its trained weights shuffled, your detector still reaches AP50 {shuffled:.3f} (trained: {ap50:.3f}): "
-             "detections must come from the learned weights")
+    assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, n_images=EVAL_IMAGES)

@@ -1,0 +1,84 @@
+"""Part 5: FCOS assembled from the student's parts 1-4: the two modes' outputs, and the detector trained by
+the grader's recipe in the worker, scored here (COCO AP50 with pycocotools) on images and ground truth made
+in this trusted process."""
+import pytest
+import torch
+
+from autograder.hidden_tests.trained_detection import assert_detection_dicts, assert_learned, trained_ap50
+from autograder.testing import assert_remote_module, describe, fail
+from lecture_utils.data import CLASSES, ShapesDataset
+
+from .helpers import check_forbidden
+
+LOSS_KEYS = {"loss_cls", "loss_box", "loss_ctr"}
+
+
+def images_and_targets():
+    """Two images of different, non-square sizes; the second has no objects."""
+    first, target = ShapesDataset(1, (96, 128), seed=3, min_objects=2, max_objects=3)[0]
+    second = torch.rand(3, 80, 72) * 0.2
+    without_objects = {"boxes": torch.empty(0, 4), "labels": torch.empty(0, dtype=torch.int64)}
+    return [first, second], [target, without_objects]
+
+
+def build(student):
+    torch.manual_seed(0)
+    model = student.FCOS(len(CLASSES))
+    assert_remote_module(student, model, f"FCOS({len(CLASSES)})")
+    return model
+
+
+@pytest.mark.part("fcos")
+@pytest.mark.points(4)
+def test_training_mode_returns_the_three_losses(student):
+    """model.train(): forward(images of different sizes, targets incl. an image without objects) -> the three scalar losses, finite, whose sum reaches every parameter"""
+    model = build(student)
+    images, targets = images_and_targets()
+    check_forbidden(student, model, "train", what="FCOS.train")
+    result = student.helper("losses_backward")(model, images, targets)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        fail(f"FCOS in training mode must return a dict of losses, got {describe(result)}")
+    losses, unreached = result
+    if not isinstance(losses, dict) or set(losses) != LOSS_KEYS:
+        fail(f"FCOS in training mode must return the dict {sorted(LOSS_KEYS)}, got {describe(losses)}")
+    for name, value in losses.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value).all()):
+            fail(f"FCOS loss {name} must be a finite scalar tensor, got {describe(value)}")
+    if unreached:
+        fail(f"the summed loss does not reach these parameters (their gradient is missing or zero): {', '.join(unreached[:8])}")
+    watched = check_forbidden(student, model, "__call__", images, targets, what="FCOS.forward")
+    if not isinstance(watched, dict):
+        fail(f"FCOS in training mode must return a dict of losses, got {describe(watched)}")
+
+
+@pytest.mark.part("fcos")
+@pytest.mark.points(4)
+def test_eval_mode_returns_detections(student):
+    """model.eval(): one {boxes, scores, labels} per image, boxes inside their own image, labels int64 in 1..C-1, scores decreasing, at most 100; a Tensor batch works too"""
+    model = build(student)
+    images, _ = images_and_targets()
+    model.eval()
+    for batch, what in ((images, "a list of two images"), (torch.stack([images[0], images[0].flip(-1)]), "a Tensor[2, 3, 96, 128]")):
+        out = check_forbidden(student, model, "__call__", batch, what="FCOS.forward")
+        assert_detection_dicts(out, [tuple(im.shape[-2:]) for im in batch], f"FCOS in eval mode on {what}", len(CLASSES))
+
+
+# Evaluation data made here; its seed is not visible to the worker.
+EVAL_SEED, EVAL_IMAGES = 70_019, 64
+EVAL_SHAPES = dict(min_objects=1, max_objects=3)  # as in training
+STEPS, LR = 400, 3e-3
+AP50_BAR, MIN_DROP = 0.6, 0.2
+
+
+@pytest.fixture(scope="module")
+def trained(student):
+    """Train the student's FCOS once (grader recipe, in the worker); AP50 here of the trained model and of the same
+    model with its weights shuffled."""
+    return trained_ap50(student, "FCOS", steps=STEPS, lr=LR, eval_seed=EVAL_SEED, eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
+
+
+@pytest.mark.part("fcos")
+@pytest.mark.points(22)
+def test_trained_detector_reaches_ap50(trained):
+    """trained by the grader's recipe (400 AdamW steps, 12 shapes images of 128x128 per step): COCO AP50 >= 0.6 on 64 new images, learned"""
+    assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, n_images=EVAL_IMAGES)

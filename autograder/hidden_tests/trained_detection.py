@@ -1,0 +1,74 @@
+"""The trained detector tests of a3 and a4, trusted side: evaluation images and ground truth are made here,
+the worker trains the student's model (support_common.train_detector) and returns detections on the
+images only; the detections are checked, and COCO AP50 is computed here with pycocotools."""
+import torch
+
+from autograder.client import RemoteObject
+from autograder.hidden_tests.a2_detection_basics.coco_reference import coco_reference
+from autograder.testing import describe, fail
+from lecture_utils.data import ShapesDataset
+
+
+def detections_ok(detections, n_images):
+    """The detections the worker returned, checked and converted; a malformed reply fails the test."""
+    if not isinstance(detections, (list, tuple)) or len(detections) != n_images:
+        fail(f"the training recipe got {describe(detections)} from your model, not {n_images} detection dicts")
+    out = []
+    for d in detections:
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), torch.Tensor) for k in ("boxes", "scores", "labels")):
+            fail(f"detections must be dicts of tensors boxes, scores, labels; got {describe(d)}")
+        boxes, scores, labels = d["boxes"].double(), d["scores"].double(), d["labels"]
+        if boxes.shape != (len(scores), 4) or labels.shape != scores.shape or scores.ndim != 1 or labels.is_floating_point():
+            fail(f"detections: boxes Tensor[D, 4], scores Tensor[D], labels Tensor[D] of class ids; got {describe(d)}")
+        keep = torch.where(torch.isfinite(boxes).all(1) & torch.isfinite(scores))[0]
+        keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][:100]  # COCO's maxDets: the 100 best
+        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep].long()})
+    return out
+
+
+def assert_detection_dicts(out, sizes, what: str, num_classes: int) -> None:
+    """Eval-mode output: one {boxes, scores, labels} per image of ``sizes`` [(H, W)], boxes inside their own
+    image, labels int64 in 1..num_classes-1, scores decreasing, at most 100."""
+    if not isinstance(out, (list, tuple)) or len(out) != len(sizes):
+        fail(f"{what} must return a list of {len(sizes)} dicts, got {describe(out)}")
+    for i, (d, (h, w)) in enumerate(zip(out, sizes)):
+        if not isinstance(d, dict) or not {"boxes", "scores", "labels"} <= set(d):
+            fail(f"{what}, image {i}: expected a dict with boxes, scores, labels; got {describe(d)}")
+        boxes, scores, labels = d["boxes"], d["scores"], d["labels"]
+        n = len(scores) if isinstance(scores, torch.Tensor) and scores.ndim == 1 else -1
+        if not isinstance(boxes, torch.Tensor) or tuple(boxes.shape) != (n, 4) or not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (n,):
+            fail(f"{what}, image {i}: boxes Tensor[D, 4], scores Tensor[D], labels Tensor[D]; got {describe(boxes)}, {describe(scores)}, {describe(labels)}")
+        if labels.dtype != torch.int64 or (n and (int(labels.min()) < 1 or int(labels.max()) >= num_classes)):
+            fail(f"{what}, image {i}: labels must be int64 classes 1..{num_classes - 1}, got {describe(labels)}")
+        if n > 100 or (n > 1 and bool((scores[1:] > scores[:-1]).any())):
+            fail(f"{what}, image {i}: at most 100 detections, sorted by decreasing score (got {n})")
+        if n and (float(boxes[:, [0, 2]].min()) < 0 or float(boxes[:, [1, 3]].min()) < 0 or float(boxes[:, [0, 2]].max()) > w or float(boxes[:, [1, 3]].max()) > h):
+            fail(f"{what}, image {i}: boxes must lie inside the image ({h}x{w}), clipped to its own size")
+
+
+def trained_ap50(student, model_class: str, *, steps: int, lr: float, eval_seed: int, eval_images: int = 64,
+                 image_size: int = 128, shapes: dict | None = None, timeout: float = 270) -> tuple[float, float]:
+    """Train ``student.<model_class>`` by the recipe in the worker; (AP50 of the trained model, AP50 of the same
+    model with its weights shuffled), both on ``eval_images`` images rendered here with a seed the worker never sees."""
+    shapes = shapes or dict(min_objects=1, max_objects=3)
+    data = ShapesDataset(eval_images, image_size, seed=eval_seed, **shapes)
+    items = [data[i] for i in range(eval_images)]
+    images = torch.stack([im for im, _ in items])
+    targets = [t for _, t in items]
+    if not isinstance(student.helper("train_detector").get(), RemoteObject):
+        fail("the grader could not reach its training recipe")
+    result = student.call_helper("train_detector", student.__getattr__(model_class).get(), images, steps=steps, lr=lr,
+                                 image_size=image_size, timeout=timeout, **shapes).value
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        fail(f"the training recipe got {describe(result)} from your model, not detections")
+    trained, shuffled = (detections_ok(r, eval_images) for r in result)
+    return coco_reference(trained, targets)["AP50"], coco_reference(shuffled, targets)["AP50"]
+
+
+def assert_learned(ap50: float, shuffled: float, bar: float, min_drop: float, n_images: int) -> None:
+    """The trained test's verdict: AP50 at least ``bar`` and at least ``min_drop`` above the shuffled control."""
+    if ap50 < bar:
+        fail(f"after training, COCO AP50 is {ap50:.3f} on {n_images} validation images (need {bar})")
+    if shuffled > ap50 - min_drop:
+        fail(f"with its trained weights shuffled, your detector still reaches AP50 {shuffled:.3f} (trained: {ap50:.3f}): "
+             "detections must come from the learned weights")
