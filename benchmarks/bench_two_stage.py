@@ -37,13 +37,9 @@ sets the roi_align repeats.
 """
 from __future__ import annotations
 
-import copy
 import os
 import statistics
-import sys
 import time
-from collections import OrderedDict
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -53,10 +49,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from common import markdown, reference, save
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repo root, for autograder.hidden_tests
-from autograder.hidden_tests.a2_detection_basics.coco_reference import coco_reference  # noqa: E402
-from lecture_utils.data import CLASSES, ShapesDataset  # noqa: E402
+from detector_race import BATCH, IMAGE_SIZE, LEVELS, BackboneWithFPN, race, race_tables
+from lecture_utils.data import CLASSES
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
@@ -64,12 +58,8 @@ MINUTES = [float(m) for m in os.environ.get("BENCH_MINUTES", "2,5,8").split(",")
 N_ROIS = (128, 512, 2048)
 FEATURES = (4, 64, 50, 50)
 SCALE = 1 / 8
-IMAGE_SIZE, BATCH, TRAIN_IMAGES, VAL_IMAGES = 128, 12, 1536, 128
-SHAPES = dict(min_objects=1, max_objects=3)
-TRAIN_SEED, VAL_SEED = 100, 2
 LR, WEIGHT_DECAY, WARMUP = 2e-3, 1e-4, 30
 SIZES, RATIOS = ((16, 24), (32, 48), (64, 96)), ((0.5, 1.0, 2.0),) * 3
-LEVELS = ("0", "1", "2")
 
 
 def fmt(times: list[float]) -> str:
@@ -151,20 +141,6 @@ def bench_roi_align(sol, rows: list[dict]) -> str:
 
 # -- 2. training -------------------------------------------------------------------------------------------------
 
-class BackboneWithFPN(nn.Module):
-    """SmallBackbone + torchvision's FeaturePyramidNetwork: images -> OrderedDict of the three 64-channel levels."""
-
-    out_channels = 64
-
-    def __init__(self, backbone_class):
-        super().__init__()
-        self.body = backbone_class()
-        self.fpn = tv.FeaturePyramidNetwork(list(backbone_class.out_channels), self.out_channels)
-
-    def forward(self, x):
-        return self.fpn(OrderedDict(zip(LEVELS, self.body(x))))
-
-
 def torchvision_model(sol) -> nn.Module:
     return TvFasterRCNN(
         BackboneWithFPN(sol.SmallBackbone), num_classes=None,
@@ -195,91 +171,17 @@ def solution_weights_for_torchvision(state: dict) -> dict:
     return out
 
 
-def render(n: int, seed: int):
-    data = ShapesDataset(n, IMAGE_SIZE, seed=seed, **SHAPES)
-    return [data[i] for i in range(n)]
-
-
-def detect(model, images, batch_size: int = 16):
-    model.eval()
-    detections = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            out = model(images[start:start + batch_size])
-            detections.extend({k: d[k].detach() for k in ("boxes", "scores", "labels")} for d in out)
-    model.train()
-    return detections
-
-
 def bench_training(sol, rows: list[dict]) -> str:
-    items = render(TRAIN_IMAGES, TRAIN_SEED)
-    batches = [([im for im, _ in items[s:s + BATCH]], [t for _, t in items[s:s + BATCH]]) for s in range(0, TRAIN_IMAGES, BATCH)]
-    val = render(VAL_IMAGES, VAL_SEED)
-    val_images, val_targets = [im for im, _ in val], [t for _, t in val]
-
     torch.manual_seed(0)
     solution = sol.FasterRCNN(len(CLASSES))
     theirs = torchvision_model(sol)
     theirs.load_state_dict(solution_weights_for_torchvision(solution.state_dict()), strict=True)
-    models = {"solution": solution, "torchvision": theirs}
-    state = {}
-    for name, model in models.items():
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, 1 / 25 + (1 - 1 / 25) * s / WARMUP))
-        model.train()
-        state[name] = {"optimizer": optimizer, "schedule": schedule, "steps": 0, "train_s": 0.0, "checkpoint": 0, "results": []}
-    for model in models.values():  # warm-up (one-time costs out of the budget), then back to the initial weights
-        saved = copy.deepcopy(model.state_dict())
-        sum(model(*batches[0]).values()).backward()
-        model.load_state_dict(saved)
-        model.zero_grad(set_to_none=True)
-    budgets = [m * 60 for m in MINUTES]
-    torch.manual_seed(0)
-    while any(s["checkpoint"] < len(budgets) for s in state.values()):
-        for name, model in models.items():  # one step of each model in turn
-            s = state[name]
-            if s["checkpoint"] >= len(budgets):
-                continue
-            images, targets = batches[s["steps"] % len(batches)]
-            start = time.perf_counter()
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            s["optimizer"].zero_grad()
-            loss.backward()
-            s["optimizer"].step()
-            s["schedule"].step()
-            s["train_s"] += time.perf_counter() - start
-            s["steps"] += 1
-            while s["checkpoint"] < len(budgets) and s["train_s"] >= budgets[s["checkpoint"]]:
-                metrics = coco_reference(detect(model, val_images), val_targets)
-                s["results"].append({"minutes": MINUTES[s["checkpoint"]], "steps": s["steps"], "train_s": s["train_s"],
-                                     "AP50": metrics["AP50"], "AP": metrics["AP"], "last_loss": float(loss.detach())})
-                print(f"{name}: {MINUTES[s['checkpoint']]} min, {s['steps']} steps, AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f}", flush=True)
-                s["checkpoint"] += 1
-
-    table = []
-    for k, minutes in enumerate(MINUTES):
-        a, b = state["solution"]["results"][k], state["torchvision"]["results"][k]
-        rows.append({"part": "training_checkpoint", "minutes": minutes, "solution": a, "torchvision": b})
-        table.append([f"{minutes:g}", a["steps"], f"{a['AP50']:.3f}", f"{a['AP']:.3f}", b["steps"], f"{b['AP50']:.3f}", f"{b['AP']:.3f}"])
-    step_s = {name: s["train_s"] / s["steps"] for name, s in state.items()}
-    rows.append({"part": "training_step_time", "solution_s_per_step": step_s["solution"], "torchvision_s_per_step": step_s["torchvision"],
-                 "ratio": step_s["solution"] / step_s["torchvision"],
-                 "steps": {name: s["steps"] for name, s in state.items()}, "train_s": {name: s["train_s"] for name, s in state.items()}})
+    state = race({"solution": solution, "torchvision": theirs}, MINUTES, LR, WEIGHT_DECAY, WARMUP)
     workload = (f"{IMAGE_SIZE}x{IMAGE_SIZE} shapes images (1-3 objects), batch {BATCH}, CPU, {THREADS} threads, same initial weights, "
                 f"same batches, AdamW lr {LR:g} wd {WEIGHT_DECAY:g} with a constant learning rate after a {WARMUP}-step linear warmup "
                 f"(not the grader's one-cycle schedule)")
-    checkpoints = (f"### Faster R-CNN training for a time budget: solution vs torchvision.models.detection.FasterRCNN\n\n"
-                   f"{workload}; steps of the two models alternate; COCO AP50 / AP (pycocotools) on {VAL_IMAGES} fixed validation "
-                   f"images at each checkpoint of training time (evaluation not counted). Not identical models: torchvision's "
-                   f"anchors are centred half a stride off the solution's and rounded.\n\n"
-                   + markdown(["training minutes", "solution steps", "solution AP50", "solution AP",
-                               "torchvision steps", "torchvision AP50", "torchvision AP"], table))
-    speed = (f"### Faster R-CNN training step time ({workload})\n\n"
-             + markdown(["model", "steps", "training s", "s / step"],
-                        [[name, s["steps"], f"{s['train_s']:.1f}", f"{step_s[name]:.3f}"] for name, s in state.items()]
-                        + [["solution / torchvision", "", "", f"{step_s['solution'] / step_s['torchvision']:.2f}x"]]))
-    return checkpoints + "\n\n" + speed
+    note = "Not identical models: torchvision's anchors are centred half a stride off the solution's and rounded."
+    return race_tables("Faster R-CNN (torchvision.models.detection.FasterRCNN)", state, MINUTES, workload, note, rows)
 
 
 def main() -> None:

@@ -710,7 +710,7 @@ def train_detector(model, steps=STEPS, batch_size=12, lr=3e-3, seed=0, desc="tra
         optimizer.step()
         schedule.step()
         for k, v in losses.items():
-            history[k].append(float(v))
+            history[k].append(float(v.detach()))
     return history
 
 
@@ -749,10 +749,39 @@ plt.show()
 # %% [markdown]
 # ### Class imbalance: plain BCE against the focal loss
 #
-# The same detector, the same data and steps, trained with the plain binary cross-entropy
-# (`focal_gamma=0, focal_alpha=-1`: Part 1 showed that this *is* the BCE). Still divided by the number of
-# positives, the sum over ~1,300 locations × 4 classes per image is dominated by easy background: the
-# classification loss starts much higher, and the class scores stay timid.
+# First the imbalance itself, on one training batch of 12 images with the freshly initialized model: how many
+# (location, class) pairs are positive, and how much of the classification loss the negatives carry under the
+# plain binary cross-entropy and under the focal loss.
+
+# %%
+torch.manual_seed(0)
+_fresh = FCOS(len(CLASSES)).to(device)
+_batch = [ShapesDataset(1536, 128, seed=100, **SHAPES)[i] for i in range(12)]
+with torch.no_grad():
+    _images = torch.stack([(im - 0.5) / 0.25 for im, _ in _batch]).to(device)
+    _features = list(_fresh.fpn({str(i): f for i, f in enumerate(_fresh.backbone(_images))}).values())
+    _logits = _fresh.head(_features)[0]
+    _levels = fcos_locations([f.shape[-2:] for f in _features], FCOS.strides, device=device)
+    _labels = torch.stack([fcos_assign_targets(_levels, {k: t[k].to(device) for k in ("boxes", "labels")}, FCOS.size_ranges)[0] for _, t in _batch])
+    _onehot = torch.zeros_like(_logits)
+    _onehot[_labels > 0, _labels[_labels > 0]] = 1.0
+    _positive = _onehot.bool()
+    print(f"{int(_positive.sum())} positive and {int((~_positive).sum())} negative (location, class) pairs "
+          f"({int((~_positive).sum()) // max(1, int(_positive.sum()))} negatives per positive)")
+    for _name, _loss in (("plain BCE", sigmoid_focal_loss(_logits, _onehot, alpha=-1, gamma=0)), ("focal loss", sigmoid_focal_loss(_logits, _onehot))):
+        print(f"{_name:>10}: negatives carry {float(_loss[~_positive].sum() / _loss.sum()):.1%} of the classification loss")
+
+# %% [markdown]
+# With the prior initialization of Part 3 every location starts at $p = 0.01$, so each easy negative costs
+# little — but there are hundreds of them per positive: in the reference run they still carry about a third
+# of the BCE, and well under 1% of the focal loss, which scales each of them by $(1 - p_t)^2 \approx 10^{-4}$. Now the same detector, data and steps trained with
+# the plain BCE (`focal_gamma=0, focal_alpha=-1`: Part 1 showed that this *is* the BCE), still divided by the
+# number of positives. Compare the two: the cell prints both AP values. Our images are small — about 1,300
+# locations each, where RetinaNet faced ~100,000 anchors per image — and the prior initialization already
+# removes most of the early flood of background loss, so on shapes the plain BCE trains well too: the
+# reference solution measured AP50 0.80 with the focal loss and 0.90 with the BCE (one seed, CPU mode).
+# The focal loss is what lets a detector skip the prior, sampling and hard-negative mining when the imbalance
+# is extreme (chapter 14 measures it).
 
 # %%
 torch.manual_seed(0)
@@ -769,9 +798,6 @@ for ax, key, title in ((axes[0], "loss_cls", "classification loss"), (axes[1], "
     ax.set_title(title)
     ax.legend()
 plt.show()
-scores_focal = torch.cat([d["scores"][:3] for d in detections])
-scores_bce = torch.cat([d["scores"][:3] for d in detections_bce])
-print(f"mean score of each image's 3 best detections: focal {float(scores_focal.mean()):.2f}, BCE {float(scores_bce.mean()):.2f}")
 
 # %% [markdown]
 # ## Submit
