@@ -37,6 +37,27 @@ def with_cells(base: nbformat.NotebookNode, replacements: dict[str, str | nbform
     return nb
 
 
+def solution_source(assignment_id: str, grade_id: str) -> str:
+    """The source of one graded cell of the solution notebook."""
+    return cell_by_id(solution_nb(assignment_id), grade_id).source
+
+
+def changed_cells(assignment_id: str, changes: dict) -> dict[str, str]:
+    """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}, each change applied
+    to the solution's cell (each ``old`` must occur exactly once)."""
+    out = {}
+    for gid, change in changes.items():
+        if isinstance(change, str):
+            out[gid] = change
+            continue
+        source = solution_source(assignment_id, gid)
+        for old, new in ([change] if isinstance(change, tuple) else change):
+            assert source.count(old) == 1, (gid, old)
+            source = source.replace(old, new)
+        out[gid] = source
+    return out
+
+
 def write_nb(nb: nbformat.NotebookNode, path: Path) -> Path:
     nbformat.write(nb, path)
     return path

@@ -2,14 +2,14 @@
 library calls that do the exercise, and correct alternatives that must keep full marks."""
 import pytest
 
-from conftest import ROOT, cell_by_id, part_points, release_nb, solution_nb, suite_parts, with_cells
+from conftest import ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
 from autograder.results import validate
 
 A2 = "a2_detection_basics"
 
 
 def sol(gid):
-    return cell_by_id(solution_nb(A2), gid).source
+    return solution_source(A2, gid)
 
 
 def mutate(gid, old, new):
@@ -20,17 +20,7 @@ def mutate(gid, old, new):
 
 def build(changes):
     """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
-    out = {}
-    for gid, change in changes.items():
-        if isinstance(change, str):
-            out[gid] = change
-            continue
-        source = sol(gid)
-        for old, new in ([change] if isinstance(change, tuple) else change):
-            assert source.count(old) == 1, (gid, old)
-            source = source.replace(old, new)
-        out[gid] = source
-    return out
+    return changed_cells(A2, changes)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ASSIGNMENT_IDS, ROOT, cell_by_id, part_points, release_nb, solution_nb, suite_parts, with_cells
+from conftest import ASSIGNMENT_IDS, ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
 from autograder import assignments, runner
 from autograder.notebook import graded_cells
 from autograder.results import validate
@@ -16,22 +16,12 @@ A3 = "a3_two_stage"
 
 
 def sol(gid):
-    return cell_by_id(solution_nb(A3), gid).source
+    return solution_source(A3, gid)
 
 
 def build(changes):
     """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
-    out = {}
-    for gid, change in changes.items():
-        if isinstance(change, str):
-            out[gid] = change
-            continue
-        source = sol(gid)
-        for old, new in ([change] if isinstance(change, tuple) else change):
-            assert source.count(old) == 1, (gid, old)
-            source = source.replace(old, new)
-        out[gid] = source
-    return out
+    return changed_cells(A3, changes)
 
 
 def test_a3_is_released_with_every_part():

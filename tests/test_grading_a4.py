@@ -4,7 +4,7 @@ nothing, and correct alternatives keep full marks (the trained test's hostile mo
 test_trusted_evaluation.py)."""
 import pytest
 
-from conftest import ASSIGNMENT_IDS, ROOT, cell_by_id, part_points, release_nb, solution_nb, suite_parts, with_cells
+from conftest import ASSIGNMENT_IDS, ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
 from autograder import assignments, runner
 from autograder.notebook import graded_cells
 from autograder.results import validate
@@ -13,22 +13,12 @@ A4 = "a4_one_stage"
 
 
 def sol(gid):
-    return cell_by_id(solution_nb(A4), gid).source
+    return solution_source(A4, gid)
 
 
 def build(changes):
     """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
-    out = {}
-    for gid, change in changes.items():
-        if isinstance(change, str):
-            out[gid] = change
-            continue
-        source = sol(gid)
-        for old, new in ([change] if isinstance(change, tuple) else change):
-            assert source.count(old) == 1, (gid, old)
-            source = source.replace(old, new)
-        out[gid] = source
-    return out
+    return changed_cells(A4, changes)
 
 
 def test_a4_is_released_with_every_part():

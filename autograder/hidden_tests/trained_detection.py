@@ -26,6 +26,25 @@ def detections_ok(detections, n_images):
     return out
 
 
+def assert_training_losses(student, model, images, targets, loss_keys: set, what: str, watched_call) -> None:
+    """Training mode: ``model(images, targets)`` returns the dict ``loss_keys`` of finite scalars whose sum reaches
+    every parameter. ``watched_call(target, method, *args, what=...)`` runs a call watched for forbidden models."""
+    watched_call(model, "train", what=f"{what}.train")
+    result = student.helper("losses_backward")(model, images, targets)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        fail(f"{what} in training mode must return a dict of losses, got {describe(result)}")
+    losses, unreached = result
+    if not isinstance(losses, dict) or set(losses) != set(loss_keys):
+        fail(f"{what} in training mode must return the dict {sorted(loss_keys)}, got {describe(losses)}")
+    for name, value in losses.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value).all()):
+            fail(f"{what} loss {name} must be a finite scalar tensor, got {describe(value)}")
+    if unreached:
+        fail(f"the summed loss does not reach these parameters (their gradient is missing or zero): {', '.join(unreached[:8])}")
+    if not isinstance(watched_call(model, "__call__", images, targets, what=f"{what}.forward"), dict):
+        fail(f"{what} in training mode must return a dict of losses")
+
+
 def assert_detection_dicts(out, sizes, what: str, num_classes: int) -> None:
     """Eval-mode output: one {boxes, scores, labels} per image of ``sizes`` [(H, W)], boxes inside their own
     image, labels int64 in 1..num_classes-1, scores decreasing, at most 100."""

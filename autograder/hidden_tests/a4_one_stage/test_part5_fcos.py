@@ -4,8 +4,8 @@ in this trusted process."""
 import pytest
 import torch
 
-from autograder.hidden_tests.trained_detection import assert_detection_dicts, assert_learned, trained_ap50
-from autograder.testing import assert_remote_module, describe, fail
+from autograder.hidden_tests.trained_detection import assert_detection_dicts, assert_learned, assert_training_losses, trained_ap50
+from autograder.testing import assert_remote_module
 from lecture_utils.data import CLASSES, ShapesDataset
 
 from .helpers import check_forbidden
@@ -34,21 +34,7 @@ def test_training_mode_returns_the_three_losses(student):
     """model.train(): forward(images of different sizes, targets incl. an image without objects) -> the three scalar losses, finite, whose sum reaches every parameter"""
     model = build(student)
     images, targets = images_and_targets()
-    check_forbidden(student, model, "train", what="FCOS.train")
-    result = student.helper("losses_backward")(model, images, targets)
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        fail(f"FCOS in training mode must return a dict of losses, got {describe(result)}")
-    losses, unreached = result
-    if not isinstance(losses, dict) or set(losses) != LOSS_KEYS:
-        fail(f"FCOS in training mode must return the dict {sorted(LOSS_KEYS)}, got {describe(losses)}")
-    for name, value in losses.items():
-        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value).all()):
-            fail(f"FCOS loss {name} must be a finite scalar tensor, got {describe(value)}")
-    if unreached:
-        fail(f"the summed loss does not reach these parameters (their gradient is missing or zero): {', '.join(unreached[:8])}")
-    watched = check_forbidden(student, model, "__call__", images, targets, what="FCOS.forward")
-    if not isinstance(watched, dict):
-        fail(f"FCOS in training mode must return a dict of losses, got {describe(watched)}")
+    assert_training_losses(student, model, images, targets, LOSS_KEYS, "FCOS", lambda target, method, *args, what: check_forbidden(student, target, method, *args, what=what))
 
 
 @pytest.mark.part("fcos")
