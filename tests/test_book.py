@@ -309,7 +309,7 @@ def test_chapter_13_covers_the_lecture_checklist():
     assert not missing_terms("ch13", L13_CHECKLIST)
 
 
-# COURSE_SPEC §9, Lecture 14, part 1 (two-stage detectors and FPN).
+# COURSE_SPEC §9, Lecture 14: part 1 (two-stage detectors and FPN) and part 2 (single-stage detectors).
 L14_CHECKLIST = {
     "Fast R-CNN: backbone + per-region network": ["Fast R-CNN", "backbone", "per-region network", "once per image"],
     "projecting boxes to features": ["spatial_scale", "stride", "receptive field"],
@@ -319,6 +319,11 @@ L14_CHECKLIST = {
     "the four losses": ["loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "smooth", "cross-entropy"],
     "two-stage vs single-stage": ["two-stage", "single-stage"],
     "image pyramid vs multi-scale features vs FPN": ["image pyramid", "multi-scale features", "feature pyramid network", "top-down", "lateral", "LevelMapper"],
+    "RetinaNet, class imbalance, focal loss": ["RetinaNet", "class imbalance", "类别不平衡", "focal loss", "焦点损失", "easy negative",
+                                               "(1 - p_t)^{\\gamma}", "alpha_t", "sigmoid_focal_loss", "prior_probability", "BCEClassificationHead", "AP50"],
+    "FCOS: anchor-free, ltrb, centerness": ["FCOS", "anchor-free", "无锚框", "(l, t, r, b)", "center-inside rule", "max(l, t, r, b)",
+                                            "centerness", "中心度", "\\sqrt{\\frac{\\min(l, r)}{\\max(l, r)}", "center_sampling_radius"],
+    "two-stage vs single-stage, measured": ["Faster R-CNN", "RetinaNet", "FCOS", "ms/step", "training time"],
 }
 
 

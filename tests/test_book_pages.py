@@ -44,7 +44,7 @@ def test_the_sidebar_numbers_chapters_by_lecture():
     assert not re.search(r"(?<![\d.])1\.\s*Deep Learning Software", sidebar)
 
 
-@pytest.mark.parametrize("chapter", ["ch14", "ch15"])
+@pytest.mark.parametrize("chapter", ["ch15"])  # ch14 is complete: its index lists every page
 def test_coming_later_admonitions_hold_their_list(chapter):
     text = page(f"{chapter}/index.html")
     box = re.search(r'<div class="[^"]*\badmonition\b[^"]*">(.*?)</div>', text, re.S)
