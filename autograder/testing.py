@@ -151,17 +151,19 @@ def numerical_gradcheck(
 
 # ----------------------------------------------------------------------------- checks of the lesson
 def call_checked(target, name: str, *args, forbid: Sequence[str] = (), forbid_ops: Sequence[str] = (), hint: str = "",
-                 count_ops: bool = False, count_lines: bool = False, timeout: float | None = None, **kwargs) -> CallResult:
+                 count_ops: bool = False, count_lines: bool = False, timeout: float | None = None, label: str | None = None,
+                 **kwargs) -> CallResult:
     """Call ``name`` (on the ``student`` proxy, or a method of a RemoteObject) and fail if it used
     a forbidden function (dotted path, however the student reached it) or operator (``torchvision::nms``,
-    from any thread). ``hint`` says what to do instead."""
+    from any thread). ``hint`` says what to do instead; ``label`` names the call in that message when
+    ``name`` is not what the student wrote (a grader helper's ``__call__`` running the student's code)."""
     if isinstance(target, RemoteObject):
         result = target.call_method(name, *args, count_ops=count_ops, count_lines=count_lines, watch=forbid, watch_ops=forbid_ops, **kwargs)
     else:
         result = target.call(name, *args, count_ops=count_ops, count_lines=count_lines, watch=forbid, watch_ops=forbid_ops, timeout=timeout, **kwargs)
     used = sorted(path for path, n in result.calls.items() if n)
     if used:
-        fail(f"{name} must not use {', '.join(used)}: writing it is the exercise" + (f" ({hint})" if hint else ""))
+        fail(f"{label or name} must not use {', '.join(used)}: writing it is the exercise" + (f" ({hint})" if hint else ""))
     return result
 
 

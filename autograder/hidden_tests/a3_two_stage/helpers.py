@@ -8,7 +8,7 @@ import math
 import torch
 
 from autograder.client import RemoteObject, StudentError
-from autograder.testing import GradingFailure, assert_tensor, call_checked, describe, fail
+from autograder.testing import assert_tensor, call_checked, describe, fail
 
 _ROI = ["torchvision.ops.roi_align", "torchvision.ops.roi_pool", "torchvision.ops.RoIAlign.forward", "torchvision.ops.RoIPool.forward",
         "torchvision.ops.MultiScaleRoIAlign.forward", "torchvision.ops.poolers._multiscale_roi_align"]
@@ -39,10 +39,8 @@ def student_vjp(student, name, inputs, grad_output, needs_grad):
     if not isinstance(vjp, RemoteObject):
         fail("the grader could not reach its helper 'vjp'")
     try:
-        value = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint).value
-    except GradingFailure as exc:
-        message = str(exc)
-        raise GradingFailure(name + message[len("__call__"):] if message.startswith("__call__") else message) from None
+        value = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint,
+                             label=name).value
     except StudentError:
         # a forbidden operator runs below autograd while it is watched, so its output has no gradient and
         # the backward pass fails first: name the forbidden call, which is the real reason
@@ -119,17 +117,9 @@ def with_references(student, target, method, args, kwargs, table, what):
     helper = student.helper("call_with_references").get()
     if not isinstance(helper, RemoteObject):
         fail("the grader could not reach its helper 'call_with_references'")
-    try:
-        return call_checked(helper, "__call__", fn, list(args), dict(kwargs), table, forbid=_DETECTION_MODELS, hint=DETECTION_HINT).value
-    except GradingFailure as exc:
-        message = str(exc)
-        raise GradingFailure(what + message[len("__call__"):] if message.startswith("__call__") else message) from None
+    return call_checked(helper, "__call__", fn, list(args), dict(kwargs), table, forbid=_DETECTION_MODELS, hint=DETECTION_HINT, label=what).value
 
 
 def check_forbidden(student, target, method, *args, what, **kwargs):
     """``target.<method>(*args)`` (a student function when target is ``student``) watched for torchvision's detection models."""
-    try:
-        return call_checked(target, method, *args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT, **kwargs).value
-    except GradingFailure as exc:
-        message = str(exc)
-        raise GradingFailure(what + message[len(method):] if message.startswith(method) else message) from None
+    return call_checked(target, method, *args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT, label=what, **kwargs).value

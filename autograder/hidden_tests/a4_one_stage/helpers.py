@@ -5,7 +5,7 @@ functions that do the function's job and fails with a message naming them (the n
 import torch
 
 from autograder.client import RemoteObject, StudentError
-from autograder.testing import GradingFailure, assert_tensor, call_checked, describe, fail
+from autograder.testing import assert_tensor, call_checked, describe, fail
 
 _FOCAL = ["torchvision.ops.sigmoid_focal_loss", "torchvision.ops.focal_loss.sigmoid_focal_loss"]
 
@@ -33,10 +33,8 @@ def student_vjp(student, name, inputs, grad_output, needs_grad):
     if not isinstance(vjp, RemoteObject):
         fail("the grader could not reach its helper 'vjp'")
     try:
-        value = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint).value
-    except GradingFailure as exc:
-        message = str(exc)
-        raise GradingFailure(name + message[len("__call__"):] if message.startswith("__call__") else message) from None
+        value = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint,
+                             label=name).value
     except StudentError:
         call(student, name, *inputs)  # name a forbidden call if there is one (the real reason)
         raise
@@ -66,17 +64,9 @@ _DETECTION_MODELS = ["torchvision.models.detection.fcos.FCOS.forward", "torchvis
 DETECTION_HINT = "build it from the earlier parts, torch and the allowed torchvision.ops functions"
 
 
-def _renamed(exc: GradingFailure, method: str, what: str) -> GradingFailure:
-    message = str(exc)
-    return GradingFailure(what + message[len(method):] if message.startswith(method) else message)
-
-
 def check_forbidden(student, target, method, *args, what, **kwargs):
     """``target.<method>(*args)`` (a student function when target is ``student``) watched for torchvision's detection models."""
-    try:
-        return call_checked(target, method, *args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT, **kwargs).value
-    except GradingFailure as exc:
-        raise _renamed(exc, method, what) from None
+    return call_checked(target, method, *args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT, label=what, **kwargs).value
 
 
 def with_references(student, helper_name, fn_name, helper_args, what):
@@ -85,7 +75,5 @@ def with_references(student, helper_name, fn_name, helper_args, what):
     helper = student.helper(helper_name).get()
     if not isinstance(helper, RemoteObject):
         fail(f"the grader could not reach its helper {helper_name!r}")
-    try:
-        return call_checked(helper, "__call__", student.__getattr__(fn_name).get(), *helper_args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT).value
-    except GradingFailure as exc:
-        raise _renamed(exc, "__call__", what) from None
+    return call_checked(helper, "__call__", student.__getattr__(fn_name).get(), *helper_args, forbid=_DETECTION_MODELS, hint=DETECTION_HINT,
+                        label=what).value
