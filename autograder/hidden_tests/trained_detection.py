@@ -26,6 +26,14 @@ def detections_ok(detections, n_images):
     return out
 
 
+def images_and_targets():
+    """The structure tests' batch: two images of different, non-square sizes; the second has no objects."""
+    first, target = ShapesDataset(1, (96, 128), seed=3, min_objects=2, max_objects=3)[0]
+    second = torch.rand(3, 80, 72) * 0.2
+    without_objects = {"boxes": torch.empty(0, 4), "labels": torch.empty(0, dtype=torch.int64)}
+    return [first, second], [target, without_objects]
+
+
 def assert_training_losses(student, model, images, targets, loss_keys: set, what: str, watched_call) -> None:
     """Training mode: ``model(images, targets)`` returns the dict ``loss_keys`` of finite scalars whose sum reaches
     every parameter. ``watched_call(target, method, *args, what=...)`` runs a call watched for forbidden models."""

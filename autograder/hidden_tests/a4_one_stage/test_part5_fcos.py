@@ -4,21 +4,14 @@ in this trusted process."""
 import pytest
 import torch
 
-from autograder.hidden_tests.trained_detection import assert_detection_dicts, assert_learned, assert_training_losses, trained_ap50
+from autograder.hidden_tests.trained_detection import (assert_detection_dicts, assert_learned, assert_training_losses, images_and_targets,
+                                                      trained_ap50)
 from autograder.testing import assert_remote_module
-from lecture_utils.data import CLASSES, ShapesDataset
+from lecture_utils.data import CLASSES
 
 from .helpers import check_forbidden
 
 LOSS_KEYS = {"loss_cls", "loss_box", "loss_ctr"}
-
-
-def images_and_targets():
-    """Two images of different, non-square sizes; the second has no objects."""
-    first, target = ShapesDataset(1, (96, 128), seed=3, min_objects=2, max_objects=3)[0]
-    second = torch.rand(3, 80, 72) * 0.2
-    without_objects = {"boxes": torch.empty(0, 4), "labels": torch.empty(0, dtype=torch.int64)}
-    return [first, second], [target, without_objects]
 
 
 def build(student):
