@@ -31,7 +31,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead as TvFCOSHead
 
 from common import reference, save
-from detector_race import BATCH, IMAGE_SIZE, BackboneWithFPN, race, race_tables
+from detector_race import IMAGE_SIZE, BackboneWithFPN, race, race_tables, race_workload
 from lecture_utils.data import CLASSES
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -72,9 +72,7 @@ def main() -> None:
     theirs = torchvision_model(sol)
     theirs.load_state_dict(solution_weights_for_torchvision(solution.state_dict()), strict=True)
     state = race({"solution": solution, "torchvision": theirs}, MINUTES, LR, WEIGHT_DECAY, WARMUP)
-    workload = (f"{IMAGE_SIZE}x{IMAGE_SIZE} shapes images (1-3 objects), batch {BATCH}, CPU, {THREADS} threads, same initial weights, "
-                f"same batches, AdamW lr {LR:g} wd {WEIGHT_DECAY:g} with a constant learning rate after a {WARMUP}-step linear warmup "
-                f"(not the grader's one-cycle schedule)")
+    workload = race_workload(THREADS, LR, WEIGHT_DECAY, WARMUP)
     note = ("Not identical models: torchvision's FCOS puts locations at cell corners, samples positives within 1.5 strides of a box "
             "centre with size ranges of 4-8 strides, uses ReLU deltas, GroupNorm(32) and an eval score threshold of 0.2.")
     rows: list[dict] = []

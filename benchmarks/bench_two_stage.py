@@ -49,7 +49,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from common import markdown, reference, save
-from detector_race import BATCH, IMAGE_SIZE, LEVELS, BackboneWithFPN, race, race_tables
+from detector_race import IMAGE_SIZE, LEVELS, BackboneWithFPN, race, race_tables, race_workload
 from lecture_utils.data import CLASSES
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -177,9 +177,7 @@ def bench_training(sol, rows: list[dict]) -> str:
     theirs = torchvision_model(sol)
     theirs.load_state_dict(solution_weights_for_torchvision(solution.state_dict()), strict=True)
     state = race({"solution": solution, "torchvision": theirs}, MINUTES, LR, WEIGHT_DECAY, WARMUP)
-    workload = (f"{IMAGE_SIZE}x{IMAGE_SIZE} shapes images (1-3 objects), batch {BATCH}, CPU, {THREADS} threads, same initial weights, "
-                f"same batches, AdamW lr {LR:g} wd {WEIGHT_DECAY:g} with a constant learning rate after a {WARMUP}-step linear warmup "
-                f"(not the grader's one-cycle schedule)")
+    workload = race_workload(THREADS, LR, WEIGHT_DECAY, WARMUP)
     note = "Not identical models: torchvision's anchors are centred half a stride off the solution's and rounded."
     return race_tables("Faster R-CNN (torchvision.models.detection.FasterRCNN)", state, MINUTES, workload, note, rows)
 

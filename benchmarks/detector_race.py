@@ -105,6 +105,13 @@ def race(models: dict, minutes: list[float], lr: float, weight_decay: float, war
     return state
 
 
+def race_workload(threads: int, lr: float, weight_decay: float, warmup: int) -> str:
+    """The race's workload, stated under its tables."""
+    return (f"{IMAGE_SIZE}x{IMAGE_SIZE} shapes images (1-3 objects), batch {BATCH}, CPU, {threads} threads, same initial weights, "
+            f"same batches, AdamW lr {lr:g} wd {weight_decay:g} with a constant learning rate after a {warmup}-step linear warmup "
+            f"(not the grader's one-cycle schedule)")
+
+
 def race_tables(title: str, state: dict, minutes: list[float], workload: str, note: str, rows: list[dict]) -> str:
     """Markdown: AP50 / AP per checkpoint and step times of the race ``state`` (solution vs torchvision); appends to ``rows``."""
     table = []
