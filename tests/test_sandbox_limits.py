@@ -24,8 +24,6 @@ needs_bubblewrap = pytest.mark.skipif(not BUBBLEWRAP, reason="needs the bubblewr
 CGROUPS = sandbox.cgroup_support()
 needs_cgroups = pytest.mark.skipif(not CGROUPS.version, reason="no writable cgroups here: " + CGROUPS.note)
 MARKER = "hog-marker-5d1c"  # in the command line of every busy process these tests start
-# These tests count the machine's processes that carry MARKER: under xdist they run on one worker, one at a time.
-pytestmark = pytest.mark.xdist_group("marked_host_processes")
 
 FILL = '''
 import os
