@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -23,7 +24,7 @@ BUBBLEWRAP = sandbox.choose().mode == "bubblewrap"
 needs_bubblewrap = pytest.mark.skipif(not BUBBLEWRAP, reason="needs the bubblewrap sandbox: " + sandbox.choose().note)
 CGROUPS = sandbox.cgroup_support()
 needs_cgroups = pytest.mark.skipif(not CGROUPS.version, reason="no writable cgroups here: " + CGROUPS.note)
-MARKER = "hog-marker-5d1c"  # in the command line of every busy process these tests start
+MARKER = "hog-marker-5d1c"  # a prefix: each test puts its own ``marker`` (below) in the command line of every process it starts
 
 FILL = '''
 import os
@@ -91,8 +92,30 @@ def grader_package_importable():
 '''
 
 
-def _marked_processes() -> list[str]:
-    return subprocess.run(["pgrep", "-f", MARKER], capture_output=True, text=True).stdout.split()
+@pytest.fixture
+def marker(request) -> str:
+    """This test's own marker. Tests count the machine's processes by marker, and under xdist a sibling
+    test's processes (started beside this one, or still dying on a loaded machine) must not count against it."""
+    return f"{MARKER}-{re.sub(r'[^A-Za-z0-9_]', '_', request.node.name)}-{uuid.uuid4().hex[:8]}"
+
+
+def _marked_processes(marker: str) -> list[str]:
+    """The processes now running whose command line contains ``marker``."""
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+
+
+def _marked_processes_after_kill(marker: str, timeout_s: float = 5.0) -> list[str]:
+    """The processes with ``marker`` still running once they had ``timeout_s`` to exit.
+
+    ``sandbox.kill_strays`` sends SIGKILL and returns without waiting; a killed process leaves the
+    process table only once the kernel has run its exit, which on a loaded machine can come after the
+    next (short) request has already returned. A busy loop that the sandbox missed never exits, so
+    this still fails on a real survivor.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 # ----------------------------------------------------------------------------- disk
@@ -151,20 +174,20 @@ def test_each_batch_job_has_cores_of_its_own():
 
 
 @needs_cgroups
-def test_a_worker_cgroup_caps_cpu_and_tasks_and_kills_processes_that_left_the_session():
+def test_a_worker_cgroup_caps_cpu_and_tasks_and_kills_processes_that_left_the_session(marker):
     group = sandbox.WorkerCgroup.create(sandbox.Limits(cpus=0.25, extra_processes=8))
     assert group is not None
-    busy = f"import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass\nprint(time.process_time())  # {MARKER}"
+    busy = f"import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass\nprint(time.process_time())  # {marker}"
     try:
         if "cpu" in group.dirs:
             out = subprocess.run([sys.executable, "-c", busy], preexec_fn=group.join_self, capture_output=True, text=True, timeout=30)
             assert float(out.stdout) < 1.0, f"{out.stdout} s of CPU in 2 s at a quota of 0.25 CPU"
         if "pids" in group.dirs:
-            spawn = f"import subprocess\nps = []\ntry:\n    for _ in range(100):\n        ps.append(subprocess.Popen(['sleep', '30'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))\nexcept OSError as e:\n    print(len(ps), e)  # {MARKER}"
+            spawn = f"import subprocess\nps = []\ntry:\n    for _ in range(100):\n        ps.append(subprocess.Popen(['sleep', '30'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))\nexcept OSError as e:\n    print(len(ps), e)  # {marker}"
             out = subprocess.run([sys.executable, "-c", spawn], preexec_fn=group.join_self, capture_output=True, text=True, timeout=30)
             started = int(out.stdout.split()[0])
             assert started <= 8 + sandbox.WORKER_TASKS, out.stdout
-        hog = subprocess.Popen([sys.executable, "-c", f"while True: pass  # {MARKER}"], preexec_fn=group.join_self, start_new_session=True)
+        hog = subprocess.Popen([sys.executable, "-c", f"while True: pass  # {marker}"], preexec_fn=group.join_self, start_new_session=True)
         assert hog.pid in group.pids()
     finally:
         group.remove()
@@ -172,44 +195,44 @@ def test_a_worker_cgroup_caps_cpu_and_tasks_and_kills_processes_that_left_the_se
     assert all(not d.exists() for d in group.dirs.values())
 
 
-def test_kill_tree_reaches_processes_in_their_own_sessions():
-    code = (f"import subprocess, sys, time\nfor _ in range(3):\n    subprocess.Popen([sys.executable, '-c', 'while True: pass  # {MARKER}'], start_new_session=True)\n"
+def test_kill_tree_reaches_processes_in_their_own_sessions(marker):
+    code = (f"import subprocess, sys, time\nfor _ in range(3):\n    subprocess.Popen([sys.executable, '-c', 'while True: pass  # {marker}'], start_new_session=True)\n"
             "time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     deadline = time.monotonic() + 20
-    while len(_marked_processes()) < 3 and time.monotonic() < deadline:
+    while len(_marked_processes(marker)) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
     sandbox.kill_tree(parent.pid)
     parent.wait()
     time.sleep(0.5)
-    assert not _marked_processes()
+    assert not _marked_processes(marker)
 
 
 @needs_bubblewrap
-def test_processes_started_in_their_own_sessions_die_with_the_worker():
-    hog = f"subprocess.Popen([sys.executable, '-c', 'while True: pass  # {MARKER}'], start_new_session=True)"
+def test_processes_started_in_their_own_sessions_die_with_the_worker(marker):
+    hog = f"subprocess.Popen([sys.executable, '-c', 'while True: pass  # {marker}'], start_new_session=True)"
     code = (f"import subprocess, sys, time\n_H = [{hog} for _ in range(5)]\ndef ping():\n    return len(_H)\n"
             f"def stall():\n    _H.extend({hog} for _ in range(5))\n    time.sleep(60)\n")
     with WorkerClient([("hogs", code)]) as client:
         assert StudentProxy(client).ping() == 5
-        assert not _marked_processes(), "processes the cells started outlived the request"
+        assert not _marked_processes_after_kill(marker), "processes the cells started outlived the request"
         with pytest.raises(WorkerFailure, match="timed out"):
             client.call({"kind": "student", "path": "stall"}, timeout=3)
     time.sleep(1)
-    assert not _marked_processes()
+    assert not _marked_processes(marker)
     if CGROUPS.version:
         for parent in CGROUPS.parents.values():
             assert not list(parent.glob(f"grader-{os.getpid()}-[0-9]*")), "a worker cgroup was left behind"
 
 
-def test_kill_strays_kills_what_the_student_started_and_keeps_the_worker():
-    spawn = f"import subprocess, sys\ndef spawn(n):\n    global P\n    P = [subprocess.Popen([sys.executable, '-c', 'while True: pass  # {MARKER}'], start_new_session=True) for _ in range(n)]\n    return n\n"
+def test_kill_strays_kills_what_the_student_started_and_keeps_the_worker(marker):
+    spawn = f"import subprocess, sys\ndef spawn(n):\n    global P\n    P = [subprocess.Popen([sys.executable, '-c', 'while True: pass  # {marker}'], start_new_session=True) for _ in range(n)]\n    return n\n"
     with WorkerClient([("spawn", spawn)]) as client:
         student = StudentProxy(client)
         assert student.spawn(3) == 3
         assert sandbox.kill_strays(client.proc.pid, client._workdir.cgroup) == 3
         time.sleep(0.5)
-        assert not _marked_processes()
+        assert not _marked_processes(marker)
         assert student.spawn(1) == 1 and client.restarts == 0  # the worker itself lives on
 
 
@@ -235,11 +258,13 @@ def _leftovers_of_dead_graders(since: float) -> list[str]:
     return found
 
 
-HOG = f"import subprocess, sys\n_HOGS = [subprocess.Popen([sys.executable, '-c', 'while True: pass  # {MARKER}'], start_new_session=True) for _ in range(40)]\n"
+def _hog(marker: str) -> str:
+    """Cell code that leaves 40 busy processes in their own sessions, each with ``marker`` in its command line."""
+    return f"import subprocess, sys\n_HOGS = [subprocess.Popen([sys.executable, '-c', 'while True: pass  # {marker}'], start_new_session=True) for _ in range(40)]\n"
 
 
 @pytest.mark.slow
-def test_a_hog_graded_beside_an_honest_submission_does_not_lower_its_score(tmp_path, capsys):
+def test_a_hog_graded_beside_an_honest_submission_does_not_lower_its_score(tmp_path, capsys, marker):
     """40 busy processes in their own sessions (issue 14 §5): the honest solution beside them still scores 100."""
     from autograder.batch import grade_batch
 
@@ -249,14 +274,14 @@ def test_a_hog_graded_beside_an_honest_submission_does_not_lower_its_score(tmp_p
         folder = tmp_path / kind
         folder.mkdir()
         nbformat.write(nb, folder / "honest.ipynb")
-        other = with_cells(nb, {"graphs": HOG + cell_by_id(nb, "graphs").source}) if kind == "hog" else nb
+        other = with_cells(nb, {"graphs": _hog(marker) + cell_by_id(nb, "graphs").source}) if kind == "hog" else nb
         nbformat.write(other, folder / "other.ipynb")
         start, started_at = time.monotonic(), time.time()
         rows = {r.student: r for r in grade_batch("a1_pytorch", folder, folder / "grades.csv", jobs=2, timeout_s=240)}
         timings[kind] = time.monotonic() - start
         assert rows["honest"].score == 100, (kind, rows["honest"], (folder / "_grading" / "honest.log").read_text()[-3000:])
         time.sleep(1)
-        assert not _marked_processes(), "busy processes survived the batch"
+        assert not _marked_processes(marker), "busy processes survived the batch"
         assert not _leftovers_of_dead_graders(started_at - 1), "a killed grader's temporary files were left behind"
     with capsys.disabled():
         print(f"\nbatch of 2 with --jobs 2: {timings['honest']:.0f} s beside an honest submission, {timings['hog']:.0f} s beside the hog")
