@@ -329,3 +329,25 @@ L14_CHECKLIST = {
 
 def test_chapter_14_covers_the_lecture_checklist():
     assert not missing_terms("ch14", L14_CHECKLIST)
+
+
+# COURSE_SPEC §9, Lecture 15: segmentation, upsampling, transposed convolution, Mask R-CNN and per-region heads.
+L15_CHECKLIST = {
+    "semantic segmentation": ["semantic segmentation", "语义分割", "every pixel"],
+    "sliding window vs fully convolutional": ["sliding window", "fully convolutional network", "全卷积网络", "multiply-adds"],
+    "downsampling/upsampling": ["downsampling", "upsampling", "上采样", "encoder-decoder", "skip connection"],
+    "nearest, bed of nails, max unpooling": ["nearest neighbour", "bed of nails", "max unpooling", "return_indices=True", "max_unpool2d"],
+    "bilinear, bicubic": ["bilinear", "bicubic", "align_corners=True", "align_corners=False"],
+    "transposed convolution": ["transposed convolution", "转置卷积", "conv_transpose1d", "conv_transpose2d", "output_padding", "checkerboard"],
+    "as a matrix, 1-D example": ["[a, b]", "[x, y, z]", "a*z + b*x", "C.T @ y", "conv(x) == C @ x"],
+    "FCN trained, mIoU": ["mIoU", "confusion matrix", "IoU"],
+    "instance segmentation": ["instance segmentation", "实例分割"],
+    "Mask R-CNN": ["Mask R-CNN", "roi_align", "14×14", "28×28", "paste_masks_in_image", "project_masks_on_boxes", "ground-truth class"],
+    "panoptic segmentation": ["panoptic segmentation", "全景分割", "things", "stuff", "panoptic quality"],
+    "keypoint estimation": ["keypoint", "heatmap", "keypoints_to_heatmap", "heatmaps_to_keypoints", "关键点"],
+    "per-region heads": ["per-region heads", "dense captioning", "密集字幕", "3D shape", "Mesh R-CNN"],
+}
+
+
+def test_chapter_15_covers_the_lecture_checklist():
+    assert not missing_terms("ch15", L15_CHECKLIST)
