@@ -29,9 +29,10 @@ FEEDBACK_LIMIT = 1500
 class SuiteChecks:
     """pytest plugin: every test names a part of the manifest, and the points add up per part."""
 
-    def __init__(self, assignment: assignments.Assignment, parts: Iterable[str] | None = None) -> None:
+    def __init__(self, assignment: assignments.Assignment, parts: Iterable[str] | None = None, skip: Iterable[str] = ()) -> None:
         self.manifest = assignment
         self.selected = None if parts is None else set(parts)
+        self.skip = set(skip)  # test names left out (the project's own tests skip slow trained tests with it)
         self.collection_errors: list[str] = []
         unknown = (self.selected or set()) - {p.cell for p in assignment.parts}
         if unknown:
@@ -48,8 +49,8 @@ class SuiteChecks:
         for p in self.manifest.parts:
             if abs(totals[p.cell] - p.points) > 1e-9:
                 self.collection_errors.append(f"part {p.cell!r}: the tests' points add up to {totals[p.cell]:g}, the manifest says {p.points:g}")
-        if self.selected is not None:
-            keep = [i for i in items if item_part(i) in self.selected]
+        if self.selected is not None or self.skip:
+            keep = [i for i in items if (self.selected is None or item_part(i) in self.selected) and i.name not in self.skip]
             config.hook.pytest_deselected(items=[i for i in items if i not in keep])
             items[:] = keep
 
@@ -76,8 +77,8 @@ def item_name(item) -> str:
 class GradingPlugin(SuiteChecks):
     """pytest plugin: provides the fixtures and records one TestResult per test."""
 
-    def __init__(self, assignment: assignments.Assignment, student: StudentProxy, client: WorkerClient, parts=None) -> None:
-        super().__init__(assignment, parts)
+    def __init__(self, assignment: assignments.Assignment, student: StudentProxy, client: WorkerClient, parts=None, skip=()) -> None:
+        super().__init__(assignment, parts, skip)
         self._student = student
         self._client = client
         self.results: list[TestResult] = []
@@ -200,8 +201,10 @@ def worker_limits(a: assignments.Assignment, base: sandbox.Limits | None = None)
                                threads=m.threads, memory_bytes=int(m.memory_gib * 2**30))
 
 
-def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | None = None, parts: Iterable[str] | None = None) -> Results:
-    """Grade one submission file (all parts, or only ``parts``); never raises for anything the submission does."""
+def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | None = None, parts: Iterable[str] | None = None,
+          skip: Iterable[str] = ()) -> Results:
+    """Grade one submission file (all parts, or only ``parts``; the tests named in ``skip`` left out); never raises for
+    anything the submission does."""
     started = time.monotonic()
     a = assignments.get(assignment_id)
     parts = None if parts is None else list(parts)
@@ -222,7 +225,7 @@ def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | N
                 notes.append(f"cell '{one_line(name)}' raised an error when run, so what it defines may be missing:\n" + quoted(error))
         except (WorkerFailure, StudentError) as exc:
             notes.append("running your notebook's graded cells failed:\n" + quoted(exc))
-        plugin = GradingPlugin(a, student, client, parts)
+        plugin = GradingPlugin(a, student, client, parts, skip)
         _run_pytest(a, [plugin])
         if client.restarts:
             notes.append(f"the worker running your code was restarted {client.restarts} time(s) after a crash or timeout")

@@ -23,6 +23,7 @@ DUE_DATES = {
     "a2_detection_basics": "Friday 17 April 2026, 23:59 (UTC+8)",
     "a3_two_stage": "Friday 8 May 2026, 23:59 (UTC+8)",
     "a4_one_stage": "Friday 22 May 2026, 23:59 (UTC+8)",
+    "a5_segmentation": "Friday 12 June 2026, 23:59 (UTC+8)",
 }
 
 # The first code cell of every notebook that imports lecture_utils (chapter pages and assignments),

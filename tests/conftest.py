@@ -68,9 +68,9 @@ def grade(tmp_path):
     """grade(notebook_or_path, assignment) -> Results, through the real pipeline (worker and all)."""
     from autograder.runner import grade as run_grade
 
-    def _grade(nb_or_path, assignment_id: str = "a1_pytorch", parts=None):
+    def _grade(nb_or_path, assignment_id: str = "a1_pytorch", parts=None, skip=()):
         path = nb_or_path if isinstance(nb_or_path, Path) else write_nb(nb_or_path, tmp_path / "submission.ipynb")
-        return run_grade(assignment_id, path, parts=parts)
+        return run_grade(assignment_id, path, parts=parts, skip=skip)
 
     return _grade
 

@@ -1,0 +1,180 @@
+"""a5 grader support, run in the worker outside the student's namespace: the two training recipes.
+
+``train_segmenter`` trains the student's ``FCN`` with cross-entropy on rendered semantic maps and returns
+its predicted class maps for the evaluation images the trusted process sent (and those of the same model
+with its weights shuffled). ``train_mask_rcnn`` builds torchvision's Mask R-CNN (small backbone + FPN,
+torchvision's RPN and box head) whose mask branch is the student's: their ``MaskHead`` as the mask head,
+their ``maskrcnn_loss`` as its loss and their ``paste_masks_in_image`` to put masks back into the images
+(torchvision's module-level functions are swapped for the student's during the call and restored after);
+it returns detections with binary masks (and those with the mask head's weights shuffled). The trusted
+process computes mIoU and COCO mask AP50 from these predictions and ground truth it made itself.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision.models.detection.roi_heads as _tv_roi_heads
+import torchvision.models.detection.transform as _tv_transform
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+
+# the recipe's model settings (the notebook's given cell builds the same model)
+MASK_HEAD_ARGS = dict(hidden_channels=64, num_convs=2)
+FPN_CHANNELS = 64
+
+
+def _shuffle(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            flat = p.detach().reshape(-1)
+            p.copy_(flat[torch.randperm(flat.numel(), generator=g)].reshape(p.shape))
+
+
+def _semantic_batches(n_images, batch_size, seed, image_size):
+    from lecture_utils.data import ShapesDataset
+
+    data = ShapesDataset(n_images, image_size, seed=seed, min_objects=1, max_objects=4)
+    items = [data[i] for i in range(n_images)]
+    return [(torch.stack([im for im, _ in items[s:s + batch_size]]), torch.stack([t["semantic"] for _, t in items[s:s + batch_size]]))
+            for s in range(0, n_images, batch_size)]
+
+
+def _segment(model, images, batch_size=16):
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(images[s:s + batch_size]).argmax(1).to(torch.uint8) for s in range(0, len(images), batch_size)])
+
+
+def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128):
+    """``model_class(len(CLASSES))`` trained by the recipe (cross-entropy, AdamW with weight decay 1e-4, one-cycle
+    learning rate up to ``lr``); returns (class maps Tensor[N, H, W] uint8 on ``eval_images``, the same with the
+    model's weights shuffled)."""
+    from lecture_utils.data import CLASSES
+
+    torch.manual_seed(seed)
+    batches = _semantic_batches(n_images, batch_size, seed + 200, image_size)
+    model = model_class(len(CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step in range(steps):
+        images, semantic = batches[step % len(batches)]
+        loss = F.cross_entropy(model(images), semantic)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    predictions = _segment(model, eval_images)
+    _shuffle(model, seed + 1)
+    return predictions, _segment(model, eval_images)
+
+
+class _BackboneFPN(nn.Module):
+    """The small CNN of Assignments 3-4 (strides 4, 8, 16) with torchvision's FPN: {"0", "1", "2"} maps of 64 channels."""
+
+    out_channels = FPN_CHANNELS
+
+    def __init__(self):
+        super().__init__()
+
+        def block(c_in, c_out, stride):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+        self.stage1 = nn.Sequential(block(3, 16, 2), block(16, 32, 2))
+        self.stage2 = nn.Sequential(block(32, 64, 2), block(64, 64, 1))
+        self.stage3 = nn.Sequential(block(64, 128, 2), block(128, 128, 1))
+        self.fpn = FeaturePyramidNetwork([32, 64, 128], FPN_CHANNELS)
+
+    def forward(self, x):
+        c1 = self.stage1(x)
+        c2 = self.stage2(c1)
+        return self.fpn(OrderedDict([("0", c1), ("1", c2), ("2", self.stage3(c2))]))
+
+
+def build_mask_rcnn(mask_head, num_classes=4):
+    """torchvision's MaskRCNN on the small backbone, with ``mask_head`` (RoI features [K, 64, 14, 14] -> mask logits
+    [K, num_classes, 28, 28]) as its whole mask branch."""
+    levels = ["0", "1", "2"]
+    return MaskRCNN(_BackboneFPN(), num_classes=None, min_size=128, max_size=128, image_mean=[0.5] * 3, image_std=[0.25] * 3,
+                    rpn_anchor_generator=AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3),
+                    rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+                    box_roi_pool=MultiScaleRoIAlign(levels, 7, 1), box_head=TwoMLPHead(FPN_CHANNELS * 49, 256),
+                    box_predictor=FastRCNNPredictor(256, num_classes), box_batch_size_per_image=64, box_detections_per_img=10,
+                    mask_roi_pool=MultiScaleRoIAlign(levels, 14, 1), mask_head=mask_head, mask_predictor=nn.Identity())
+
+
+class _MaskFunctions:
+    """torchvision's Mask R-CNN calling ``loss`` and ``paste`` (the student's) inside the block."""
+
+    def __init__(self, loss, paste):
+        self.loss, self.paste = loss, paste
+
+    def __enter__(self):
+        self.saved = _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image
+        _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image = self.loss, self.paste
+        return self
+
+    def __exit__(self, *exc):
+        _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image = self.saved
+
+
+def _instances(model, images, batch_size=16, max_masks=10):
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            for d in model([im for im in images[s:s + batch_size]]):
+                keep = slice(0, max_masks)
+                masks = torch.as_tensor(d["masks"])[keep]
+                out.append({"boxes": d["boxes"][keep], "scores": d["scores"][keep], "labels": d["labels"][keep],
+                            "masks": (masks.reshape(len(masks), *masks.shape[-2:]) >= 0.5) if masks.ndim >= 3 else masks})
+    return out
+
+
+def train_mask_rcnn(mask_head_class, maskrcnn_loss, paste_masks_in_image, eval_images, steps, lr, batch_size=8, seed=0,
+                    n_images=1024, image_size=128, min_objects=1, max_objects=3):
+    """Mask R-CNN with the student's mask branch trained end to end by the recipe (AdamW with weight decay 1e-4,
+    one-cycle learning rate up to ``lr``); returns (detections with "masks" Bool[D, H, W] on ``eval_images``, the
+    same with the mask head's weights shuffled)."""
+    from lecture_utils.data import CLASSES, ShapesDataset
+
+    torch.manual_seed(seed)
+    data = ShapesDataset(n_images, image_size, seed=seed + 300, min_objects=min_objects, max_objects=max_objects)
+    items = [data[i] for i in range(n_images)]
+    head = mask_head_class(FPN_CHANNELS, len(CLASSES), **MASK_HEAD_ARGS)
+    model = build_mask_rcnn(head, len(CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    with _MaskFunctions(maskrcnn_loss, paste_masks_in_image):
+        model.train()
+        for step in range(steps):
+            batch = items[(step * batch_size) % n_images:][:batch_size]
+            targets = [{k: t[k] for k in ("boxes", "labels", "masks")} for _, t in batch]
+            losses = model([im for im, _ in batch], targets)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            schedule.step()
+        detections = _instances(model, eval_images)
+        _shuffle(model.roi_heads.mask_head, seed + 1)
+        return detections, _instances(model, eval_images)
+
+
+def module_layers(module):
+    """(kind, kernel_size, stride, out_channels) of every convolution of ``module``, in registration order."""
+    layers = []
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            layers.append((type(m).__name__, tuple(m.kernel_size), tuple(m.stride), m.out_channels))
+    return layers
+
+
+def unreached_parameters(module, features):
+    """Names of ``module``'s parameters that get no (or a zero) gradient from the sum of its output."""
+    module.zero_grad(set_to_none=True)
+    module(features).sum().backward()
+    return [name for name, p in module.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]

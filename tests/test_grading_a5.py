@@ -1,0 +1,247 @@
+"""End-to-end grading of a5_segmentation: the solution scores 100, the release 0, a release with one part
+solved scores that part's points, subtly wrong code loses points, library calls that do the exercise get
+nothing, correct alternatives keep full marks, and models that do not learn get nothing from the trained tests."""
+import pytest
+
+from conftest import ASSIGNMENT_IDS, ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
+from autograder import assignments, runner
+from autograder.notebook import graded_cells
+from autograder.results import validate
+
+A5 = "a5_segmentation"
+TRAINED = {"fcn": "test_trained_fcn_reaches_miou", "mask_rcnn": "test_trained_mask_rcnn_reaches_mask_ap50"}
+
+
+def sol(gid):
+    return solution_source(A5, gid)
+
+
+def build(changes):
+    """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
+    return changed_cells(A5, changes)
+
+
+def test_a5_is_released_with_every_part():
+    """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
+    a = assignments.get(A5)
+    assert a.status == "released" and A5 in ASSIGNMENT_IDS
+    assert [c.grade_id for c in graded_cells(release_nb(A5))] == [p.cell for p in a.parts]
+    assert [p.points for p in a.parts] == [15, 15, 20, 35, 15] and a.total_points == 100
+    tests = runner.collect(a)
+    for p in a.parts:
+        assert sum(t.points for t in tests if t.part == p.cell) == p.points
+
+
+@pytest.mark.slow
+def test_a5_solution_full_release_zero(grade):
+    results = grade(ROOT / "solutions" / A5 / f"{A5}.ipynb", A5)
+    total = assignments.get(A5).total_points
+    assert results.score == total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
+    assert sum(t.max_score for t in results.tests) == total
+    assert results.execution_time < assignments.get(A5).limits.submission_budget_s, results.execution_time
+    validate(results.to_gradescope())
+    released = grade(ROOT / "assignments" / A5 / f"{A5}.ipynb", A5)
+    assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", ["upsampling", "transposed_conv", "fcn", "panoptic_keypoints"])
+def test_a5_one_solved_part_scores_exactly_its_points(grade, part):
+    """(mask_rcnn, whose trained test takes two minutes, is covered by the full grade)"""
+    results = grade(with_cells(release_nb(A5), {part: solution_nb(A5)}), A5)
+    assert results.score == part_points(A5, part), [(t.name, t.score, t.output[:300]) for t in results.tests if t.status != "passed" or t.score]
+
+
+def replaced(gid, *pairs):
+    """The solution cell ``gid`` with the bodies of the named functions replaced."""
+    source = sol(gid)
+    for function_start, body in pairs:
+        start = source.index("    ### BEGIN SOLUTION\n", source.index(function_start)) + len("    ### BEGIN SOLUTION\n")
+        end = source.index("    ### END SOLUTION", start)
+        source = source[:start] + body + source[end:]
+    return source
+
+
+# ----------------------------------------------------------------------------- other implementations
+# bilinear as one weighted sum of four gathered corners (2-D at once, not separable passes)
+BILINEAR_FOUR_CORNERS = '''    (out_h, out_w), (r_h, r_w) = _output_size_and_scales(input, size, scale_factor, align_corners)
+    in_h, in_w = input.shape[-2:]
+    y = _source_positions(out_h, r_h, align_corners, True, input.dtype, input.device)
+    x = _source_positions(out_w, r_w, align_corners, True, input.dtype, input.device)
+    y0 = y.floor().long().clamp(0, in_h - 1)
+    x0 = x.floor().long().clamp(0, in_w - 1)
+    y1, x1 = (y0 + 1).clamp(max=in_h - 1), (x0 + 1).clamp(max=in_w - 1)
+    wy, wx = (y - y0.to(y.dtype))[:, None], (x - x0.to(x.dtype))[None, :]
+    return (input[..., y0[:, None], x0[None, :]] * (1 - wy) * (1 - wx) + input[..., y0[:, None], x1[None, :]] * (1 - wy) * wx
+            + input[..., y1[:, None], x0[None, :]] * wy * (1 - wx) + input[..., y1[:, None], x1[None, :]] * wy * wx)
+'''
+
+# transposed convolution as a convolution: dilate the input by the stride, pad by k - 1 - p, flip the kernel
+CONV_TRANSPOSE_BY_DILATION = '''    (s_h, s_w), (p_h, p_w), (o_h, o_w) = _pair2(stride), _pair2(padding), _pair2(output_padding)
+    n, c_in, h, w = input.shape
+    _, c_out, k_h, k_w = weight.shape
+    dilated = input.new_zeros((n, c_in, (h - 1) * s_h + 1, (w - 1) * s_w + 1))
+    dilated[..., ::s_h, ::s_w] = input
+    dilated = F.pad(dilated, (k_w - 1, k_w - 1 + o_w, k_h - 1, k_h - 1 + o_h))
+    flipped = weight.flip(-1, -2).transpose(0, 1)
+    out = F.conv2d(dilated, flipped)
+    out = out[..., p_h:out.shape[-2] - p_h, p_w:out.shape[-1] - p_w]
+    return out if bias is None else out + bias[None, :, None, None]
+'''
+
+# the matrix one entry per (output pixel, tap), with loops (speed is not graded here)
+CONV_MATRIX_BY_LOOPS = '''    h, w = _pair2(input_size)
+    (s_h, s_w), (p_h, p_w) = _pair2(stride), _pair2(padding)
+    c_out, c_in, k_h, k_w = weight.shape
+    out_h, out_w = (h + 2 * p_h - k_h) // s_h + 1, (w + 2 * p_w - k_w) // s_w + 1
+    C = weight.new_zeros((c_out * out_h * out_w, c_in * h * w))
+    for o in range(c_out):
+        for i in range(out_h):
+            for j in range(out_w):
+                for u in range(k_h):
+                    for v in range(k_w):
+                        y, x = i * s_h - p_h + u, j * s_w - p_w + v
+                        if 0 <= y < h and 0 <= x < w:
+                            for c in range(c_in):
+                                C[(o * out_h + i) * out_w + j, (c * h + y) * w + x] = weight[o, c, u, v]
+    return C
+'''
+
+# mIoU class by class from boolean masks
+MIOU_PER_CLASS = '''    pred, target = pred.flatten(), target.flatten()
+    if ignore_index is not None:
+        pred, target = pred[target != ignore_index], target[target != ignore_index]
+    ious = []
+    for c in range(num_classes):
+        p, t = pred == c, target == c
+        union = (p | t).sum()
+        if union > 0:
+            ious.append((p & t).sum().double() / union.double())
+    return torch.stack(ious).mean() if ious else torch.tensor(float("nan"), dtype=torch.float64)
+'''
+
+# mask IoU with einsum and a clamp instead of where
+MASK_IOU_EINSUM = '''    a, b = masks1.bool().flatten(1).double(), masks2.bool().flatten(1).double()
+    inter = torch.einsum("np,mp->nm", a, b)
+    union = a.sum(1, keepdim=True) + b.sum(1) - inter
+    return (inter / union.clamp(min=1)).float()
+'''
+
+
+@pytest.mark.slow
+def test_a5_correct_alternatives_keep_full_marks(grade):
+    """bilinear from four gathered corners, transposed convolution by dilation + F.conv2d, the conv matrix entry by entry,
+    mIoU class by class, mask IoU with einsum (the trained tests are left out: they train)."""
+    changes = {
+        "upsampling": replaced("upsampling", ("def bilinear_upsample(", BILINEAR_FOUR_CORNERS)),
+        "transposed_conv": replaced("transposed_conv", ("def conv_transpose2d(", CONV_TRANSPOSE_BY_DILATION), ("def conv2d_matrix(", CONV_MATRIX_BY_LOOPS)),
+        "fcn": replaced("fcn", ("def mean_iou(", MIOU_PER_CLASS)),
+        "mask_rcnn": replaced("mask_rcnn", ("def mask_iou(", MASK_IOU_EINSUM)),
+    }
+    results = grade(with_cells(solution_nb(A5), changes), A5, parts=sorted(changes), skip=set(TRAINED.values()))
+    assert results.tests and all(t.status == "passed" for t in results.tests), [(t.name, t.output) for t in results.tests if t.status != "passed"]
+
+
+# Each mutant: {cell: change} and {test that must fail: text its feedback must contain (or "")}. Trained tests run
+# only where a mutant touches what they measure (they take minutes), so most mutants are graded without them.
+A5_MUTANTS = {
+    # the align_corners=True scale for both conventions; bicubic with Keys' A = -0.5
+    "bilinear-always-align-corners+bicubic-a-minus-half": (
+        {"upsampling": [("    if align_corners:\n        scales = ", "    if True:\n        scales = "), ("def _cubic_weights(t, A=-0.75):", "def _cubic_weights(t, A=-0.5):")]},
+        {"test_bilinear_upsample_matches_interpolate": "align_corners=False", "test_bicubic_upsample_matches_interpolate": ""}),
+    # max unpooling to the default size whatever output_size says; nearest rounding instead of flooring
+    "max-unpool-ignores-output-size+nearest-rounds": (
+        {"upsampling": [("    if output_size is not None:\n        out_h, out_w", "    if False:\n        out_h, out_w"),
+                        ("(torch.arange(out_h, dtype=torch.float32, device=input.device) * r_h).floor()",
+                         "(torch.arange(out_h, dtype=torch.float32, device=input.device) * r_h).round()")]},
+        {"test_max_unpool2d_matches_torch": "output_size", "test_nearest_upsample_matches_interpolate": "nearest_upsample"}),
+    # bilinear by F.interpolate; transposed convolution by F.conv_transpose2d
+    "library-calls": (
+        {"upsampling": ("    (out_h, out_w), (r_h, r_w) = _output_size_and_scales(input, size, scale_factor, align_corners)\n    in_h, in_w = input.shape[-2:]\n    y0, y1, ly",
+                        "    return F.interpolate(input, size, scale_factor, mode='bilinear', align_corners=align_corners)\n"
+                        "    (out_h, out_w), (r_h, r_w) = _output_size_and_scales(input, size, scale_factor, align_corners)\n    in_h, in_w = input.shape[-2:]\n    y0, y1, ly"),
+         "transposed_conv": ("    (s_h, s_w), (p_h, p_w), (o_h, o_w) = _pair2(stride), _pair2(padding), _pair2(output_padding)\n    n, c_in, h, w = input.shape",
+                             "    return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding)\n"
+                             "    (s_h, s_w), (p_h, p_w), (o_h, o_w) = _pair2(stride), _pair2(padding), _pair2(output_padding)\n    n, c_in, h, w = input.shape")},
+        {"test_bilinear_upsample_matches_interpolate": "must not use torch.nn.functional.interpolate",
+         "test_conv_transpose2d_matches_torch": "must not use", "test_conv_transpose2d_gradients": "must not use"}),
+    # output_padding ignored; the conv matrix transposed
+    "transposed-conv-without-output-padding+matrix-transposed": (
+        {"transposed_conv": [("    full = F.pad(full, (0, o_w, 0, o_h))\n    out_h, out_w = full_h - 2 * p_h + o_h, full_w - 2 * p_w + o_w",
+                              "    out_h, out_w = full_h - 2 * p_h, full_w - 2 * p_w"),
+                             ("    return columns.reshape(c_in * h * w, -1).t().contiguous()", "    return columns.reshape(c_in * h * w, -1).contiguous()")]},
+        {"test_conv_transpose2d_matches_torch": "output_padding", "test_conv2d_matrix": "expected a Tensor"}),
+    # absent classes counted as IoU 0; ignored pixels kept
+    "miou-absent-classes-as-zero+ignore-index-kept": (
+        {"fcn": [("    present = union > 0\n    if not bool(present.any()):", "    present = union >= 0\n    if not bool((union > 0).any()):"),
+                 ("        keep = target != ignore_index\n", "        keep = target == target\n")]},
+        {"test_mean_iou_matches_reference": "", "test_mean_iou_absent_classes_and_ignore_index": ""}),
+    # the mask loss over every class's channel; the targets RoI-aligned with aligned=True
+    "mask-loss-over-all-classes+projection-aligned": (
+        {"mask_rcnn": [("    own_class_logits = mask_logits[torch.arange(len(labels), device=labels.device), labels]  # [K, M, M]\n    return F.binary_cross_entropy_with_logits(own_class_logits, targets)",
+                        "    return F.binary_cross_entropy_with_logits(mask_logits, targets[:, None].expand_as(mask_logits))"),
+                       ("(M, M), spatial_scale=1.0)[:, 0]", "(M, M), spatial_scale=1.0, aligned=True)[:, 0]")]},
+        {"test_maskrcnn_loss_matches_torchvision": "", "test_project_masks_on_boxes_matches_torchvision": ""}),
+    # pasting without torchvision's "+1"; a mask head without the transposed convolution (upsampled by interpolation)
+    "paste-without-plus-one+head-without-transposed-conv": (
+        {"mask_rcnn": [("        w, h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)", "        w, h = max(x1 - x0, 1), max(y1 - y0, 1)"),
+                       ("layers += [nn.ConvTranspose2d(last, hidden_channels, 2, stride=2), nn.ReLU(inplace=True), nn.Conv2d(hidden_channels, num_classes, 1)]",
+                        "layers += [nn.Upsample(scale_factor=2), nn.Conv2d(last, hidden_channels, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden_channels, num_classes, 1)]")]},
+        {"test_paste_masks_in_image_matches_torchvision": "", "test_mask_head_structure_and_output": "transposed convolution"}),
+    # stuff before things; no duplicate check; keypoint cells rounded; the heatmap argmax's last maximum
+    "panoptic-without-overlap-check+keypoints-rounded": (
+        {"panoptic_keypoints": [("        if taken / area > overlap_threshold:\n            continue\n", ""),
+                                ("cx = ((x - x0) * (heatmap_size / (x1 - x0))).floor().long()", "cx = ((x - x0) * (heatmap_size / (x1 - x0))).round().long()")]},
+        {"test_panoptic_merge_matches_the_rule": "", "test_panoptic_merge_thresholds_and_edges": "", "test_keypoints_to_heatmap_matches_torchvision": ""}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(A5_MUTANTS))
+def test_a5_subtly_wrong_code_loses_points(grade, name):
+    changes, must_fail = A5_MUTANTS[name]
+    changes = build(changes)
+    parts = sorted(changes)
+    results = grade(with_cells(solution_nb(A5), changes), A5, parts=parts, skip=set(TRAINED.values()))
+    feedback = {t.name.split(":")[0]: t.output for t in results.tests if t.status != "passed"}
+    assert set(must_fail) <= set(feedback), (name, sorted(feedback))
+    for test, text in must_fail.items():
+        assert text in feedback[test], (name, test, feedback[test])
+    part_of = suite_parts(A5)
+    for part in parts:  # each mutated part loses points
+        assert sum(t.score for t in results.tests if part_of[t.name.split(":")[0]] == part) < part_points(A5, part), (name, part)
+
+
+def test_a5_mutants_name_real_tests():
+    """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
+    names = set(suite_parts(A5))
+    missing = {t for _, must_fail in A5_MUTANTS.values() for t in must_fail} - names
+    assert not missing, missing
+
+
+# ----------------------------------------------------------------------------- trained tests: models that do not learn
+UNTRAINED_TESTS = [t for t in ("test_mean_iou_matches_reference", "test_mean_iou_absent_classes_and_ignore_index", "test_fcn_outputs_and_modes",
+                               "test_mask_iou_matches_pycocotools", "test_project_masks_on_boxes_matches_torchvision", "test_mask_head_structure_and_output",
+                               "test_maskrcnn_loss_matches_torchvision", "test_paste_masks_in_image_matches_torchvision")]
+
+HOSTILE = {
+    # an FCN whose logits come from the image's colour saturation, not from anything it learns
+    "fcn-from-saturation": ("fcn", ("        return F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)",
+                                    "        saturation = images.max(1).values - images.min(1).values\n"
+                                    "        logits = torch.stack([0.5 - saturation] + [saturation - 0.5] * (self.classifier.out_channels - 1), dim=1)\n"
+                                    "        return logits + 0 * F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)"),
+                            "test_trained_fcn_reaches_miou"),
+    # masks pasted as filled boxes, whatever the mask head predicts
+    "paste-fills-the-boxes": ("mask_rcnn", ("    out = masks.new_zeros((len(masks), 1, im_h, im_w))", "    out = masks.new_zeros((len(masks), 1, im_h, im_w))\n    padded = torch.ones_like(padded)"),
+                              "test_trained_mask_rcnn_reaches_mask_ap50"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a5_trained_tests_need_learned_weights(grade, name):
+    """Predictions that do not come from the trained weights get no points from the trained tests (the shuffled control or the bar)."""
+    part, change, trained_test = HOSTILE[name]
+    results = grade(with_cells(solution_nb(A5), build({part: change})), A5, parts=[part], skip=set(UNTRAINED_TESTS))
+    (result,) = [t for t in results.tests if t.name.startswith(trained_test)]
+    assert result.score == 0 and ("shuffled" in result.output or "need" in result.output), result.output
