@@ -154,7 +154,7 @@ A5_MUTANTS = {
         {"upsampling": [("    if output_size is not None:\n        out_h, out_w", "    if False:\n        out_h, out_w"),
                         ("(torch.arange(out_h, dtype=torch.float32, device=input.device) * r_h).floor()",
                          "(torch.arange(out_h, dtype=torch.float32, device=input.device) * r_h).round()")]},
-        {"test_max_unpool2d_matches_torch": "output_size", "test_nearest_upsample_matches_interpolate": "nearest_upsample"}),
+        {"test_max_unpool2d_matches_torch": "", "test_nearest_upsample_matches_interpolate": "nearest_upsample"}),
     # bilinear by F.interpolate; transposed convolution by F.conv_transpose2d
     "library-calls": (
         {"upsampling": ("    (out_h, out_w), (r_h, r_w) = _output_size_and_scales(input, size, scale_factor, align_corners)\n    in_h, in_w = input.shape[-2:]\n    y0, y1, ly",
@@ -163,7 +163,7 @@ A5_MUTANTS = {
          "transposed_conv": ("    (s_h, s_w), (p_h, p_w), (o_h, o_w) = _pair2(stride), _pair2(padding), _pair2(output_padding)\n    n, c_in, h, w = input.shape",
                              "    return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding)\n"
                              "    (s_h, s_w), (p_h, p_w), (o_h, o_w) = _pair2(stride), _pair2(padding), _pair2(output_padding)\n    n, c_in, h, w = input.shape")},
-        {"test_bilinear_upsample_matches_interpolate": "must not use torch.nn.functional.interpolate",
+        {"test_bilinear_upsample_matches_interpolate": "torch.nn.functional.interpolate: writing it is the exercise",
          "test_conv_transpose2d_matches_torch": "must not use", "test_conv_transpose2d_gradients": "must not use"}),
     # output_padding ignored; the conv matrix transposed
     "transposed-conv-without-output-padding+matrix-transposed": (
