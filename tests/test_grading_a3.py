@@ -2,15 +2,12 @@
 solved scores that part's points, subtly wrong code loses points, library calls that do the exercise
 get nothing, correct alternatives keep full marks, and a detector that does not learn scores nothing
 on the trained test."""
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ASSIGNMENT_IDS, ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
-from autograder import assignments, runner
-from autograder.notebook import graded_cells
-from autograder.results import validate
+from conftest import (assert_mutant_loses_points, assert_mutants_name_real_tests, assert_one_part_scores_its_points,
+                      assert_released_with_every_part, assert_solution_full_release_zero, changed_cells, part_points, replace_bodies,
+                      solution_nb, solution_source, with_cells)
 
 A3 = "a3_two_stage"
 
@@ -26,33 +23,19 @@ def build(changes):
 
 def test_a3_is_released_with_every_part():
     """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
-    a = assignments.get(A3)
-    assert a.status == "released" and A3 in ASSIGNMENT_IDS
-    assert [c.grade_id for c in graded_cells(release_nb(A3))] == [p.cell for p in a.parts]
-    assert a.total_points == 100
-    tests = runner.collect(a)
-    for p in a.parts:
-        assert sum(t.points for t in tests if t.part == p.cell) == p.points
+    assert_released_with_every_part(A3)
 
 
 @pytest.mark.slow
 def test_a3_solution_full_release_zero(grade):
-    results = grade(ROOT / "solutions" / A3 / f"{A3}.ipynb", A3)
-    total = assignments.get(A3).total_points
-    assert results.score == total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
-    assert sum(t.max_score for t in results.tests) == total
-    assert results.execution_time < assignments.get(A3).limits.submission_budget_s, results.execution_time
-    validate(results.to_gradescope())
-    released = grade(ROOT / "assignments" / A3 / f"{A3}.ipynb", A3)
-    assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
+    assert_solution_full_release_zero(grade, A3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", ["anchors", "rpn", "roi_heads"])
 def test_a3_one_solved_part_scores_exactly_its_points(grade, part):
     """Parts 4 and 5 are graded with reference versions of the earlier parts' functions, so they score alone."""
-    results = grade(with_cells(release_nb(A3), {part: solution_nb(A3)}), A3)
-    assert results.score == part_points(A3, part), [(t.name, t.score, t.output[:300]) for t in results.tests if t.status != "passed" or t.score]
+    assert_one_part_scores_its_points(grade, A3, part)
 
 
 # ----------------------------------------------------------------------------- other implementations
@@ -145,12 +128,7 @@ SAMPLE_BY_RANDOM_KEYS = '''    if isinstance(generator, int):
 
 
 def replaced(gid, *pairs):
-    source = sol(gid)
-    for function_start, body in pairs:
-        start = source.index("    ### BEGIN SOLUTION\n", source.index(function_start)) + len("    ### BEGIN SOLUTION\n")
-        end = source.index("    ### END SOLUTION", start)
-        source = source[:start] + body + source[end:]
-    return source
+    return replace_bodies(A3, gid, *pairs)
 
 
 @pytest.mark.slow
@@ -248,19 +226,9 @@ A3_MUTANTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(A3_MUTANTS))
 def test_a3_subtly_wrong_code_loses_points(grade, name):
-    changes, must_fail = A3_MUTANTS[name]
-    changes = build(changes)
-    parts = sorted(changes)
-    results = grade(with_cells(solution_nb(A3), changes), A3, parts=parts)
-    feedback = {t.name.split(":")[0]: t.output for t in results.tests if t.status != "passed"}
-    assert set(must_fail) <= set(feedback), (name, sorted(feedback))
-    for test, text in must_fail.items():
-        assert text in feedback[test], (name, test, feedback[test])
-    assert results.score < sum(part_points(A3, p) for p in parts)
+    assert_mutant_loses_points(grade, A3, name, A3_MUTANTS[name], each_part=False)
 
 
 def test_a3_mutants_name_real_tests():
     """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
-    names = set(suite_parts(A3))
-    missing = {t for _, must_fail in A3_MUTANTS.values() for t in must_fail} - names
-    assert not missing, missing
+    assert_mutants_name_real_tests(A3, A3_MUTANTS)

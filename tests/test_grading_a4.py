@@ -4,10 +4,9 @@ nothing, and correct alternatives keep full marks (the trained test's hostile mo
 test_trusted_evaluation.py)."""
 import pytest
 
-from conftest import ASSIGNMENT_IDS, ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
-from autograder import assignments, runner
-from autograder.notebook import graded_cells
-from autograder.results import validate
+from conftest import (assert_mutant_loses_points, assert_mutants_name_real_tests, assert_one_part_scores_its_points,
+                      assert_released_with_every_part, assert_solution_full_release_zero, changed_cells, part_points, replace_bodies,
+                      solution_nb, solution_source, with_cells)
 
 A4 = "a4_one_stage"
 
@@ -23,33 +22,19 @@ def build(changes):
 
 def test_a4_is_released_with_every_part():
     """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
-    a = assignments.get(A4)
-    assert a.status == "released" and A4 in ASSIGNMENT_IDS
-    assert [c.grade_id for c in graded_cells(release_nb(A4))] == [p.cell for p in a.parts]
-    assert [p.points for p in a.parts] == [15, 25, 10, 20, 30] and a.total_points == 100
-    tests = runner.collect(a)
-    for p in a.parts:
-        assert sum(t.points for t in tests if t.part == p.cell) == p.points
+    assert_released_with_every_part(A4, [15, 25, 10, 20, 30])
 
 
 @pytest.mark.slow
 def test_a4_solution_full_release_zero(grade):
-    results = grade(ROOT / "solutions" / A4 / f"{A4}.ipynb", A4)
-    total = assignments.get(A4).total_points
-    assert results.score == total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
-    assert sum(t.max_score for t in results.tests) == total
-    assert results.execution_time < assignments.get(A4).limits.submission_budget_s, results.execution_time
-    validate(results.to_gradescope())
-    released = grade(ROOT / "assignments" / A4 / f"{A4}.ipynb", A4)
-    assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
+    assert_solution_full_release_zero(grade, A4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", ["focal_loss", "fcos_targets", "fcos_head", "fcos_losses"])
 def test_a4_one_solved_part_scores_exactly_its_points(grade, part):
     """Part 4 is graded with reference versions of the part 1-2 functions, so it scores alone."""
-    results = grade(with_cells(release_nb(A4), {part: solution_nb(A4)}), A4)
-    assert results.score == part_points(A4, part), [(t.name, t.score, t.output[:300]) for t in results.tests if t.status != "passed" or t.score]
+    assert_one_part_scores_its_points(grade, A4, part)
 
 
 # ----------------------------------------------------------------------------- other implementations
@@ -137,12 +122,7 @@ LOSSES_BY_MASK = '''    mask = labels > 0
 
 
 def replaced(gid, *pairs):
-    source = sol(gid)
-    for function_start, body in pairs:
-        start = source.index("    ### BEGIN SOLUTION\n", source.index(function_start)) + len("    ### BEGIN SOLUTION\n")
-        end = source.index("    ### END SOLUTION", start)
-        source = source[:start] + body + source[end:]
-    return source
+    return replace_bodies(A4, gid, *pairs)
 
 
 @pytest.mark.slow
@@ -226,21 +206,9 @@ A4_MUTANTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(A4_MUTANTS))
 def test_a4_subtly_wrong_code_loses_points(grade, name):
-    changes, must_fail = A4_MUTANTS[name]
-    changes = build(changes)
-    parts = sorted(changes)
-    results = grade(with_cells(solution_nb(A4), changes), A4, parts=parts)
-    feedback = {t.name.split(":")[0]: t.output for t in results.tests if t.status != "passed"}
-    assert set(must_fail) <= set(feedback), (name, sorted(feedback))
-    for test, text in must_fail.items():
-        assert text in feedback[test], (name, test, feedback[test])
-    part_of = suite_parts(A4)
-    for part in parts:  # each mutated part loses points
-        assert sum(t.score for t in results.tests if part_of[t.name.split(":")[0]] == part) < part_points(A4, part), (name, part)
+    assert_mutant_loses_points(grade, A4, name, A4_MUTANTS[name])
 
 
 def test_a4_mutants_name_real_tests():
     """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
-    names = set(suite_parts(A4))
-    missing = {t for _, must_fail in A4_MUTANTS.values() for t in must_fail} - names
-    assert not missing, missing
+    assert_mutants_name_real_tests(A4, A4_MUTANTS)

@@ -3,10 +3,9 @@ solved scores that part's points, subtly wrong code loses points, library calls 
 nothing, correct alternatives keep full marks, and models that do not learn get nothing from the trained tests."""
 import pytest
 
-from conftest import ASSIGNMENT_IDS, ROOT, changed_cells, part_points, release_nb, solution_nb, solution_source, suite_parts, with_cells
-from autograder import assignments, runner
-from autograder.notebook import graded_cells
-from autograder.results import validate
+from conftest import (assert_mutant_loses_points, assert_mutants_name_real_tests, assert_one_part_scores_its_points,
+                      assert_released_with_every_part, assert_solution_full_release_zero, changed_cells, replace_bodies, solution_nb,
+                      solution_source, with_cells)
 
 A5 = "a5_segmentation"
 TRAINED = {"fcn": "test_trained_fcn_reaches_miou", "mask_rcnn": "test_trained_mask_rcnn_reaches_mask_ap50"}
@@ -23,43 +22,23 @@ def build(changes):
 
 def test_a5_is_released_with_every_part():
     """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
-    a = assignments.get(A5)
-    assert a.status == "released" and A5 in ASSIGNMENT_IDS
-    assert [c.grade_id for c in graded_cells(release_nb(A5))] == [p.cell for p in a.parts]
-    assert [p.points for p in a.parts] == [15, 15, 20, 35, 15] and a.total_points == 100
-    tests = runner.collect(a)
-    for p in a.parts:
-        assert sum(t.points for t in tests if t.part == p.cell) == p.points
+    assert_released_with_every_part(A5, [15, 15, 20, 35, 15])
 
 
 @pytest.mark.slow
 def test_a5_solution_full_release_zero(grade):
-    results = grade(ROOT / "solutions" / A5 / f"{A5}.ipynb", A5)
-    total = assignments.get(A5).total_points
-    assert results.score == total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
-    assert sum(t.max_score for t in results.tests) == total
-    assert results.execution_time < assignments.get(A5).limits.submission_budget_s, results.execution_time
-    validate(results.to_gradescope())
-    released = grade(ROOT / "assignments" / A5 / f"{A5}.ipynb", A5)
-    assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
+    assert_solution_full_release_zero(grade, A5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", ["upsampling", "transposed_conv", "fcn", "panoptic_keypoints"])
 def test_a5_one_solved_part_scores_exactly_its_points(grade, part):
     """(mask_rcnn, whose trained test takes two minutes, is covered by the full grade)"""
-    results = grade(with_cells(release_nb(A5), {part: solution_nb(A5)}), A5)
-    assert results.score == part_points(A5, part), [(t.name, t.score, t.output[:300]) for t in results.tests if t.status != "passed" or t.score]
+    assert_one_part_scores_its_points(grade, A5, part)
 
 
 def replaced(gid, *pairs):
-    """The solution cell ``gid`` with the bodies of the named functions replaced."""
-    source = sol(gid)
-    for function_start, body in pairs:
-        start = source.index("    ### BEGIN SOLUTION\n", source.index(function_start)) + len("    ### BEGIN SOLUTION\n")
-        end = source.index("    ### END SOLUTION", start)
-        source = source[:start] + body + source[end:]
-    return source
+    return replace_bodies(A5, gid, *pairs)
 
 
 # ----------------------------------------------------------------------------- other implementations
@@ -199,24 +178,12 @@ A5_MUTANTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(A5_MUTANTS))
 def test_a5_subtly_wrong_code_loses_points(grade, name):
-    changes, must_fail = A5_MUTANTS[name]
-    changes = build(changes)
-    parts = sorted(changes)
-    results = grade(with_cells(solution_nb(A5), changes), A5, parts=parts, skip=set(TRAINED.values()))
-    feedback = {t.name.split(":")[0]: t.output for t in results.tests if t.status != "passed"}
-    assert set(must_fail) <= set(feedback), (name, sorted(feedback))
-    for test, text in must_fail.items():
-        assert text in feedback[test], (name, test, feedback[test])
-    part_of = suite_parts(A5)
-    for part in parts:  # each mutated part loses points
-        assert sum(t.score for t in results.tests if part_of[t.name.split(":")[0]] == part) < part_points(A5, part), (name, part)
+    assert_mutant_loses_points(grade, A5, name, A5_MUTANTS[name], skip=set(TRAINED.values()))
 
 
 def test_a5_mutants_name_real_tests():
     """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
-    names = set(suite_parts(A5))
-    missing = {t for _, must_fail in A5_MUTANTS.values() for t in must_fail} - names
-    assert not missing, missing
+    assert_mutants_name_real_tests(A5, A5_MUTANTS)
 
 
 # ----------------------------------------------------------------------------- trained tests: models that do not learn
