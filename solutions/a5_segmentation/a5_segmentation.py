@@ -764,10 +764,12 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
     ### END SOLUTION
 
 # %% tags=["check"]
+import numpy as np
 from pycocotools import mask as coco_mask
 from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection import transform as tv_transform
 
+_gen = torch.Generator().manual_seed(1)
 _sample = ShapesDataset(4, (96, 128), seed=5, min_objects=2, max_objects=4)
 _target = _sample[0][1]
 _masks = _target["masks"]
@@ -1135,6 +1137,9 @@ def heatmaps_to_keypoints(maps, rois):
     ### END SOLUTION
 
 # %% tags=["check"]
+from torchvision.models.detection import roi_heads as tv_roi_heads
+
+_gen = torch.Generator().manual_seed(2)
 _semantic = torch.zeros(6, 8, dtype=torch.int64)
 _semantic[3:, :] = 4  # a second stuff class at the bottom
 _semantic[1:3, 1:4] = 1
