@@ -108,8 +108,9 @@ class GradingPlugin(SuiteChecks):
         report = outcome.get_result()
         if report.when == "call" or (report.when == "setup" and not report.passed):
             points, name = item_points(item), item_name(item)
-            if report.passed:
-                self.results.append(TestResult(name, points, points, "", status="passed"))
+            if report.passed:  # a passing test may leave a note for the student: record_property("feedback", text)
+                notes = "\n".join(str(v) for k, v in report.user_properties if k == "feedback")
+                self.results.append(TestResult(name, points, points, notes, status="passed"))
             else:
                 if call.excinfo is not None and isinstance(call.excinfo.value, GraderError):
                     self.grader_errors.append(f"{item.name}: {call.excinfo.value}")
