@@ -64,7 +64,9 @@ def test_detector_outputs(student):
 
 
 # Evaluation data made here, in the trusted process; its seed is not visible to the worker.
-EVAL_SEED, EVAL_IMAGES = 7_919, 128
+# A 62-bit seed: the renderer is public, so a small seed could be found by rendering candidates until one
+# matches an evaluation image (and with it the ground truth).
+EVAL_SEED, EVAL_IMAGES = 0x0EFCE61BFACB7586, 128
 ACCURACY_BAR, IOU_BAR, MIN_DROP = 0.6, 0.55, 0.15
 
 

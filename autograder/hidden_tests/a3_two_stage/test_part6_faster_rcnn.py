@@ -44,7 +44,9 @@ def test_eval_mode_returns_detections(student):
 
 
 # Evaluation data made here; its seed is not visible to the worker.
-EVAL_SEED, EVAL_IMAGES = 60_013, 64
+# A 62-bit seed: the renderer is public, so a small seed could be found by rendering candidates until one
+# matches an evaluation image (and with it the ground truth).
+EVAL_SEED, EVAL_IMAGES = 0x2281B392ADB89A0D, 64
 EVAL_SHAPES = dict(min_objects=1, max_objects=3)  # as in training
 STEPS = 300
 AP50_BAR, MIN_DROP = 0.45, 0.2

@@ -43,7 +43,9 @@ def test_eval_mode_returns_detections(student):
 
 
 # Evaluation data made here; its seed is not visible to the worker.
-EVAL_SEED, EVAL_IMAGES = 70_019, 64
+# A 62-bit seed: the renderer is public, so a small seed could be found by rendering candidates until one
+# matches an evaluation image (and with it the ground truth).
+EVAL_SEED, EVAL_IMAGES = 0x1D5DD8D3F913FB05, 64
 EVAL_SHAPES = dict(min_objects=1, max_objects=3)  # as in training
 STEPS, LR = 400, 3e-3
 AP50_BAR, MIN_DROP = 0.6, 0.2

@@ -103,7 +103,9 @@ def test_fcn_outputs_and_modes(student):
 
 
 # Evaluation data made here; its seed is not visible to the worker.
-EVAL_SEED, EVAL_IMAGES = 70_029, 48
+# A 62-bit seed: the renderer is public, so a small seed could be found by rendering candidates until one
+# matches an evaluation image (and with it the ground truth).
+EVAL_SEED, EVAL_IMAGES = 0x137B6650F4234EBC, 48
 STEPS, LR = 500, 3e-3
 MIOU_BAR, MIN_DROP = 0.65, 0.2
 

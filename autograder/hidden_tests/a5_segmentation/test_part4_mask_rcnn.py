@@ -160,7 +160,9 @@ def test_paste_masks_in_image_matches_torchvision(student):
 
 
 # Evaluation data made here; its seed is not visible to the worker.
-EVAL_SEED, EVAL_IMAGES = 70_023, 48
+# A 62-bit seed: the renderer is public, so a small seed could be found by rendering candidates until one
+# matches an evaluation image (and with it the ground truth).
+EVAL_SEED, EVAL_IMAGES = 0x1B86CB49FBEA2D76, 48
 STEPS, LR = 300, 2e-3
 AP50_BAR, MIN_DROP = 0.5, 0.2
 
