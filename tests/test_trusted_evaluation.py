@@ -4,9 +4,23 @@ Each hostile model below gets 0 on a2's trained tests, whatever it does in the w
 evaluation images and their ground truth are made by the grader, metrics are computed outside
 the worker, and a model whose score survives shuffling its trained weights did not learn it.
 """
+import re
+
 import pytest
 
-from conftest import solution_nb, with_cells
+from conftest import ROOT, solution_nb, with_cells
+
+
+def eval_seed(test_file: str) -> int:
+    """The secret evaluation seed of a trained test (read from its file: importing a hidden test module here would
+    need the grader's pytest markers)."""
+    text = (ROOT / "autograder" / "hidden_tests" / test_file).read_text()
+    return int(re.search(r"^EVAL_SEED, EVAL_IMAGES = (0x[0-9A-Fa-f]+|[0-9_]+),", text, re.M).group(1), 0)
+
+
+A2_EVAL_SEED = eval_seed("a2_detection_basics/test_part6_single_object.py")
+A3_EVAL_SEED = eval_seed("a3_two_stage/test_part6_faster_rcnn.py")
+A4_EVAL_SEED = eval_seed("a4_one_stage/test_part5_fcos.py")
 
 A2 = "a2_detection_basics"
 TRAINED = ("test_detector_learns_to_classify", "test_detector_learns_to_localize")
@@ -51,7 +65,7 @@ builtins.ShapesDataset = EasyShapes
 '''
 
 # Ignores its weights: looks each evaluation image up in the dataset it came from (as if the
-# evaluation seed had leaked) and answers perfectly; the parameter only lets the optimizer run.
+# evaluation seed had leaked: the test writes the secret seed into the model's code) and answers perfectly; the parameter only lets the optimizer run.
 ORACLE = '''
 from lecture_utils.data import ShapesDataset as _Shapes
 
@@ -64,7 +78,7 @@ class SingleObjectDetector(nn.Module):
 
     def _lookup(self, images):
         if self._answers is None:
-            data = _Shapes(128, 64, seed=7_919, min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
+            data = _Shapes(128, 64, seed=A2_EVAL_SEED, min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
             items = [data[i] for i in range(len(data))]
             self._answers = (torch.stack([im for im, _ in items]).flatten(1),
                              torch.stack([t["labels"][0] for _, t in items]), torch.stack([t["boxes"][0] for _, t in items]) / 64)
@@ -79,6 +93,8 @@ class SingleObjectDetector(nn.Module):
         labels, boxes = self._lookup(images)
         return torch.nn.functional.one_hot(labels, self.num_classes + 1).float() * 10 + 0 * self.dummy, boxes
 '''
+
+ORACLE = ORACLE.replace("seed=A2_EVAL_SEED", f"seed={A2_EVAL_SEED}")
 
 
 def single_object_cell(model_code: str) -> str:
@@ -138,7 +154,7 @@ class FasterRCNN(nn.Module):
             loss = (self.dummy ** 2).sum()
             return {"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}
         if self._answers is None:
-            data = _Shapes(64, 128, seed=60_013, min_objects=1, max_objects=3)
+            data = _Shapes(64, 128, seed=A3_EVAL_SEED, min_objects=1, max_objects=3)
             items = [data[i] for i in range(len(data))]
             self._answers = (torch.stack([im for im, _ in items]).flatten(1), [t for _, t in items])
         keys, answers = self._answers
@@ -148,6 +164,8 @@ class FasterRCNN(nn.Module):
             out.append({"boxes": t["boxes"].clone(), "scores": torch.ones(len(t["boxes"])), "labels": t["labels"].clone()})
         return out
 '''
+
+A3_ORACLE = A3_ORACLE.replace("seed=A3_EVAL_SEED", f"seed={A3_EVAL_SEED}")
 
 
 def faster_rcnn_cell(model_code: str) -> str:
@@ -170,7 +188,7 @@ def test_hostile_detectors_score_zero_on_the_a3_trained_test(grade, name, model_
 A4 = "a4_one_stage"
 A4_BLIND = A3_BLIND.replace("FasterRCNN", "FCOS").replace(
     '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
-A4_ORACLE = A3_ORACLE.replace("FasterRCNN", "FCOS").replace("seed=60_013", "seed=70_019").replace(
+A4_ORACLE = A3_ORACLE.replace("FasterRCNN", "FCOS").replace(f"seed={A3_EVAL_SEED}", f"seed={A4_EVAL_SEED}").replace(
     '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
 
 
