@@ -269,6 +269,8 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
+        if name == "aten::convolution" and len(args) > 6 and args[6] is True:
+            name = "aten::convolution(transposed)"  # conv_transpose*, however it was reached
         self.counts[name] = self.counts.get(name, 0) + 1
         return func(*args, **(kwargs or {}))
 
@@ -334,6 +336,14 @@ class CallCounter:
         self.paths = paths
         self.counts = {p: 0 for p in paths}
         self.restore: list = []
+        self.codes: dict = {}  # the watched functions' original code objects -> path
+
+    def _profile(self, frame, event, arg):
+        """Counts calls that run a watched function's original code (copies made with types.FunctionType share it)."""
+        if event == "call":
+            path = self.codes.get(frame.f_code)
+            if path is not None:
+                self.counts[path] += 1
 
     def __enter__(self):
         for path in self.paths:
@@ -349,6 +359,7 @@ class CallCounter:
             original = getattr(owner, attr)
             setattr(owner, attr, self._counting(path, original))
             self.restore.append(lambda owner=owner, attr=attr, original=original: setattr(owner, attr, original))
+        self._watch_copies()
         return self
 
     def _counting(self, path: str, call):
@@ -362,6 +373,7 @@ class CallCounter:
 
     def _swap_code(self, path: str, fn: types.FunctionType) -> bool:
         original = fn.__code__
+        self.codes[original] = path
         copy = types.FunctionType(original, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
         copy.__kwdefaults__ = fn.__kwdefaults__
         code = _trampoline_code(original, self._counting(path, copy))
@@ -370,6 +382,17 @@ class CallCounter:
         fn.__code__ = code
         self.restore.append(lambda: setattr(fn, "__code__", original))
         return True
+
+    def _watch_copies(self) -> None:
+        if self.codes:
+            self._previous_profile = sys.getprofile()
+            sys.setprofile(self._profile)
+            threading.setprofile(self._profile)
+            self.restore.append(self._unwatch_copies)
+
+    def _unwatch_copies(self) -> None:
+        sys.setprofile(self._previous_profile)
+        threading.setprofile(None)
 
     def __exit__(self, *exc):
         for undo in reversed(self.restore):

@@ -860,7 +860,8 @@ plt.show()
 # one-cycle learning rate up to $2 \cdot 10^{-3}$, 300 steps of 8 rendered 128×128 images with 1–3 objects,
 # on one CPU thread (the reference: about 0.3 s per step, 300 steps ≈ 90 s on one thread of a 2-core machine;
 # yours must finish within 240 s) — then sends 48 new images it generated itself and computes **COCO mask
-# AP50** (pycocotools `segm`, masks thresholded at 0.5) in its own process. The bar is **mask AP50 ≥ 0.5**;
+# AP50** (pycocotools `segm`, masks thresholded at 0.5) in its own process. The bar is **mask AP50 ≥ 0.58** (a mask
+# head that learns nothing, whose masks fill the boxes, reaches about 0.41);
 # the reference reaches 0.68–0.80 on three seeds. With the mask head's trained weights shuffled the mask
 # AP50 must drop by at least 0.2 — the masks must come from what your head learned.
 
@@ -1000,7 +1001,7 @@ _val = ShapesDataset(48, 128, seed=4, min_objects=1, max_objects=3)
 val_instances = [_val[i] for i in range(len(_val))]
 instances = detect_instances(mask_rcnn, [im for im, _ in val_instances])
 mask_ap, mask_ap50 = coco_mask_ap(instances, [t for _, t in val_instances])
-print(f"validation (48 new images): COCO mask AP50 {mask_ap50:.3f} (the grader needs >= 0.5), mask AP {mask_ap:.3f}")
+print(f"validation (48 new images): COCO mask AP50 {mask_ap50:.3f} (the grader needs >= 0.58), mask AP {mask_ap:.3f}")
 plot_losses(mask_history, title="Mask R-CNN: the five losses")
 plt.show()
 

@@ -3,6 +3,7 @@ student's model and returns predictions on the images only; predictions are chec
 independent confusion matrix) and COCO mask AP50 (pycocotools ``segm``) are computed here."""
 import contextlib
 import io
+import secrets
 
 import numpy as np
 import torch
@@ -49,7 +50,8 @@ def trained_miou(student, *, steps: int, lr: float, eval_seed: int, eval_images:
     semantic = torch.stack([t["semantic"] for t in targets])
     if not isinstance(student.helper("train_segmenter").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
-    result = student.call_helper("train_segmenter", student.__getattr__("FCN").get(), images, steps=steps, lr=lr, timeout=timeout).value
+    result = student.call_helper("train_segmenter", student.__getattr__("FCN").get(), images, steps=steps, lr=lr, timeout=timeout,
+                                 control_first=bool(secrets.randbits(1))).value
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         fail(f"the training recipe got {describe(result)} from your model, not class maps")
     trained, shuffled = (class_maps_ok(r, semantic.shape) for r in result)
@@ -112,7 +114,7 @@ def trained_mask_ap50(student, *, steps: int, lr: float, eval_seed: int, eval_im
     if not isinstance(student.helper("train_mask_rcnn").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
     parts = [student.__getattr__(name).get() for name in ("MaskHead", "maskrcnn_loss", "paste_masks_in_image")]
-    result = student.call_helper("train_mask_rcnn", *parts, images, steps=steps, lr=lr, timeout=timeout).value
+    result = student.call_helper("train_mask_rcnn", *parts, images, steps=steps, lr=lr, timeout=timeout, control_first=bool(secrets.randbits(1))).value
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         fail(f"the training recipe got {describe(result)} from your model, not detections")
     size = tuple(images.shape[-2:])

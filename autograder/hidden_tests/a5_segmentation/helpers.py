@@ -35,7 +35,7 @@ FORBIDDEN = {
     "bilinear_upsample": (_RESAMPLING, _RESAMPLING_OPS, _UPSAMPLE_HINT),
     "bicubic_upsample": (_RESAMPLING, _RESAMPLING_OPS, _UPSAMPLE_HINT),
     "conv_transpose2d": (_TRANSPOSED + _AUTOGRAD, [], "add the kernel copies into place (a matrix product and F.fold, or a loop over the kernel taps)"),
-    "conv2d_matrix": (_TRANSPOSED, [], ""),
+    "conv2d_matrix": (_TRANSPOSED, [], "convolve unit images with F.conv2d, or fill C entry by entry"),
     "mean_iou": ([], [], ""),
     "mask_iou": (_COCO, [], "count the intersections with one matrix product"),
     "project_masks_on_boxes": (_MASK_HELPERS, [], "RoI Align (torchvision.ops.roi_align) of the matched masks"),
@@ -48,10 +48,32 @@ FORBIDDEN = {
 MASK_HEAD_FORBIDDEN = ["torchvision.models.detection.mask_rcnn.MaskRCNNPredictor.__init__", "torchvision.models.detection.mask_rcnn.MaskRCNNHeads.__init__"]
 
 
+# Operators that do Parts 1-2's job, seen in the calling thread at any dispatch level (inference mode and
+# below-autograd calls included; 1-D/3-D variants and backward kernels too): prefixes of their names.
+_RESAMPLING_KERNELS = ("aten::upsample", "aten::_upsample", "aten::max_unpool", "aten::grid_sampler")
+_TRANSPOSED_KERNELS = ("aten::convolution(transposed)", "aten::convolution_backward", "aten::conv_transpose", "aten::slow_conv_transpose",
+                       "aten::mkldnn_convolution_transpose")
+DISPATCH_FORBIDDEN = {name: _RESAMPLING_KERNELS for name in ("nearest_upsample", "bed_of_nails_unpool", "max_unpool2d", "bilinear_upsample",
+                                                             "bicubic_upsample")}
+DISPATCH_FORBIDDEN.update({name: _TRANSPOSED_KERNELS + _RESAMPLING_KERNELS for name in ("conv_transpose2d", "conv2d_matrix")})
+
+
+def _check_dispatched(name, ops, during_backward=False):
+    """Fail when a watched operator ran during ``name`` (the grader's own backward pass may run convolution_backward)."""
+    prefixes = DISPATCH_FORBIDDEN.get(name, ())
+    if during_backward:
+        prefixes = tuple(p for p in prefixes if p != "aten::convolution_backward")
+    used = sorted(op for op, n in (ops or {}).items() if n and op.startswith(prefixes))
+    if used:
+        fail(f"{name} must not run PyTorch's own kernels for this ({', '.join(used)}): writing it is the exercise ({FORBIDDEN[name][2]})")
+
+
 def call(student, name, *args, **kwargs):
     """``student.<name>(*args)`` in the worker; fails (no points) if it used a library function that does its job."""
     forbid, forbid_ops, hint = FORBIDDEN[name]
-    return call_checked(student, name, *args, forbid=forbid, forbid_ops=forbid_ops, hint=hint, **kwargs).value
+    result = call_checked(student, name, *args, forbid=forbid, forbid_ops=forbid_ops, hint=hint, count_ops=name in DISPATCH_FORBIDDEN, **kwargs)
+    _check_dispatched(name, result.ops)
+    return result.value
 
 
 def student_vjp(student, name, inputs, grad_output, needs_grad):
@@ -63,8 +85,10 @@ def student_vjp(student, name, inputs, grad_output, needs_grad):
     if not isinstance(vjp, RemoteObject):
         fail("the grader could not reach its helper 'vjp'")
     try:
-        value = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint,
-                             label=name).value
+        result = call_checked(vjp, "__call__", fn, list(inputs), grad_output, list(needs_grad), forbid=forbid, forbid_ops=forbid_ops, hint=hint,
+                              label=name, count_ops=name in DISPATCH_FORBIDDEN)
+        _check_dispatched(name, result.ops, during_backward=True)
+        value = result.value
     except StudentError:
         call(student, name, *inputs)  # name a forbidden call if there is one (the real reason)
         raise

@@ -34,6 +34,24 @@ def _shuffle(module, seed):
             p.copy_(flat[torch.randperm(flat.numel(), generator=g)].reshape(p.shape))
 
 
+def _with_control(predict, model, shuffled_part, seed, control_first):
+    """(predictions of the trained model, predictions with ``shuffled_part``'s weights shuffled), in the order the
+    trusted process chose (so a model cannot tell the control from the real evaluation by counting calls)."""
+    trained_state = {k: v.detach().clone() for k, v in shuffled_part.state_dict().items()}
+
+    def control():
+        _shuffle(shuffled_part, seed)
+        out = predict()
+        shuffled_part.load_state_dict(trained_state)
+        return out
+
+    if control_first:
+        shuffled = control()
+        return predict(), shuffled
+    trained = predict()
+    return trained, control()
+
+
 def _semantic_batches(n_images, batch_size, seed, image_size):
     from lecture_utils.data import ShapesDataset
 
@@ -49,7 +67,7 @@ def _segment(model, images, batch_size=16):
         return torch.cat([model(images[s:s + batch_size]).argmax(1).to(torch.uint8) for s in range(0, len(images), batch_size)])
 
 
-def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128):
+def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128, control_first=False):
     """``model_class(len(CLASSES))`` trained by the recipe (cross-entropy, AdamW with weight decay 1e-4, one-cycle
     learning rate up to ``lr``); returns (class maps Tensor[N, H, W] uint8 on ``eval_images``, the same with the
     model's weights shuffled)."""
@@ -68,9 +86,7 @@ def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n
         loss.backward()
         optimizer.step()
         schedule.step()
-    predictions = _segment(model, eval_images)
-    _shuffle(model, seed + 1)
-    return predictions, _segment(model, eval_images)
+    return _with_control(lambda: _segment(model, eval_images), model, model, seed + 1, control_first)
 
 
 class _BackboneFPN(nn.Module):
@@ -136,7 +152,7 @@ def _instances(model, images, batch_size=16, max_masks=10):
 
 
 def train_mask_rcnn(mask_head_class, maskrcnn_loss, paste_masks_in_image, eval_images, steps, lr, batch_size=8, seed=0,
-                    n_images=1024, image_size=128, min_objects=1, max_objects=3):
+                    n_images=1024, image_size=128, min_objects=1, max_objects=3, control_first=False):
     """Mask R-CNN with the student's mask branch trained end to end by the recipe (AdamW with weight decay 1e-4,
     one-cycle learning rate up to ``lr``); returns (detections with "masks" Bool[D, H, W] on ``eval_images``, the
     same with the mask head's weights shuffled)."""
@@ -159,9 +175,7 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, paste_masks_in_image, eval_i
             sum(losses.values()).backward()
             optimizer.step()
             schedule.step()
-        detections = _instances(model, eval_images)
-        _shuffle(model.roi_heads.mask_head, seed + 1)
-        return detections, _instances(model, eval_images)
+        return _with_control(lambda: _instances(model, eval_images), model, model.roi_heads.mask_head, seed + 1, control_first)
 
 
 def module_layers(module):

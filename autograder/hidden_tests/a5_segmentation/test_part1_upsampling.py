@@ -115,11 +115,13 @@ def test_upsamplers_are_vectorized_and_leave_inputs_alone(student):
     small, large = inputs((1, 2, 4, 5), 8), inputs((1, 2, 24, 30), 8)
     for name, extra in (("nearest_upsample", [None, 2]), ("bilinear_upsample", [None, 2, False]), ("bicubic_upsample", [None, 2, True]),
                         ("bed_of_nails_unpool", [2])):
+        call(student, name, large, *extra)  # no library kernel doing the job
         assert_vectorized(student, name, [small, *extra], [large, *extra], ("a 4x5 input", "a 24x30 input"),
                           hint="index whole rows and columns at once; a loop over the 2 or 4 neighbours is fine")
         assert_inputs_unchanged(student, name, [large, *extra], name)
     pooled, idx = F.max_pool2d(large, 2, return_indices=True)
     small_pooled, small_idx = F.max_pool2d(small[..., :4, :4], 2, return_indices=True)
+    call(student, "max_unpool2d", pooled, idx, 2)
     assert_vectorized(student, "max_unpool2d", [small_pooled, small_idx, 2], [pooled, idx, 2], ("a 2x2 input", "a 12x15 input"),
                       hint="scatter all values at once")
     assert_inputs_unchanged(student, "max_unpool2d", [pooled, idx, 2], "max_unpool2d")

@@ -56,6 +56,7 @@ def test_conv_transpose2d_is_vectorized_and_pure(student):
     """no Python loop over pixels (the same operations for a 4x5 and a 20x24 input); inputs unchanged"""
     x_small, w, b = tensors(2, 3, (3, 3), 20, size=(4, 5), batch=1)
     x_large, _, _ = tensors(2, 3, (3, 3), 21, size=(20, 24), batch=1)
+    call(student, "conv_transpose2d", x_large, w, b, 2, 1, 1)  # no library kernel doing the job
     assert_vectorized(student, "conv_transpose2d", [x_small, w, b, 2, 1, 1], [x_large, w, b, 2, 1, 1], ("a 4x5 input", "a 20x24 input"),
                       hint="one matrix product for all pixels, F.fold to add the copies into place (a loop over the kernel taps is fine)")
     assert_inputs_unchanged(student, "conv_transpose2d", [x_large, w, b, 2, 1, 1], "conv_transpose2d")

@@ -164,7 +164,7 @@ def test_paste_masks_in_image_matches_torchvision(student):
 # matches an evaluation image (and with it the ground truth).
 EVAL_SEED, EVAL_IMAGES = 0x1B86CB49FBEA2D76, 48
 STEPS, LR = 300, 2e-3
-AP50_BAR, MIN_DROP = 0.5, 0.2
+AP50_BAR, MIN_DROP = 0.58, 0.2  # a mask head that never learns (masks filling the boxes) reaches about 0.41
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,6 @@ def trained(student):
 @pytest.mark.part("mask_rcnn")
 @pytest.mark.points(19)
 def test_trained_mask_rcnn_reaches_mask_ap50(trained, record_property):
-    """Mask R-CNN (torchvision's box part, your MaskHead, maskrcnn_loss and paste_masks_in_image) trained by the grader's recipe: COCO mask AP50 >= 0.5 on 48 new images, learned"""
+    """Mask R-CNN (torchvision's box part, your MaskHead, maskrcnn_loss and paste_masks_in_image) trained by the grader's recipe: COCO mask AP50 >= 0.58 on 48 new images, learned"""
     record_property("feedback", f"measured: mask AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head shuffled {trained[1]:.3f}")
     assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES, what="mask head")
