@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
+import inspect
 import io
 import os
 import struct
@@ -373,7 +374,12 @@ class CallCounter:
 
     def _swap_code(self, path: str, fn: types.FunctionType) -> bool:
         original = fn.__code__
-        self.codes[original] = path
+        try:  # a decorator's wrapper code is shared by every function it wraps: count the wrapped body's code
+            body = inspect.unwrap(fn)
+        except ValueError:
+            body = fn
+        if isinstance(body, types.FunctionType):
+            self.codes[body.__code__] = path
         copy = types.FunctionType(original, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
         copy.__kwdefaults__ = fn.__kwdefaults__
         code = _trampoline_code(original, self._counting(path, copy))
