@@ -187,9 +187,9 @@ def test_a5_mutants_name_real_tests():
 
 
 # ----------------------------------------------------------------------------- trained tests: models that do not learn
-UNTRAINED_TESTS = [t for t in ("test_mean_iou_matches_reference", "test_mean_iou_absent_classes_and_ignore_index", "test_fcn_outputs_and_modes",
-                               "test_mask_iou_matches_pycocotools", "test_project_masks_on_boxes_matches_torchvision", "test_mask_head_structure_and_output",
-                               "test_maskrcnn_loss_matches_torchvision", "test_paste_masks_in_image_matches_torchvision")]
+UNTRAINED_TESTS = ("test_mean_iou_matches_reference", "test_mean_iou_absent_classes_and_ignore_index", "test_fcn_outputs_and_modes",
+                   "test_mask_iou_matches_pycocotools", "test_project_masks_on_boxes_matches_torchvision", "test_mask_head_structure_and_output",
+                   "test_maskrcnn_loss_matches_torchvision", "test_paste_masks_in_image_matches_torchvision")
 
 HOSTILE = {
     # an FCN whose logits come from the image's colour saturation, not from anything it learns

@@ -9,6 +9,13 @@ from autograder.testing import describe, fail
 from lecture_utils.data import ShapesDataset
 
 
+def evaluation_set(seed: int, n_images: int, image_size: int = 128, **shapes):
+    """(images Tensor[N, 3, H, W], targets) rendered here with a seed the worker never sees."""
+    data = ShapesDataset(n_images, image_size, seed=seed, **shapes)
+    items = [data[i] for i in range(n_images)]
+    return torch.stack([im for im, _ in items]), [t for _, t in items]
+
+
 def detections_ok(detections, n_images):
     """The detections the worker returned, checked and converted; a malformed reply fails the test."""
     if not isinstance(detections, (list, tuple)) or len(detections) != n_images:
@@ -78,10 +85,7 @@ def trained_ap50(student, model_class: str, *, steps: int, lr: float, eval_seed:
     """Train ``student.<model_class>`` by the recipe in the worker; (AP50 of the trained model, AP50 of the same
     model with its weights shuffled), both on ``eval_images`` images rendered here with a seed the worker never sees."""
     shapes = shapes or dict(min_objects=1, max_objects=3)
-    data = ShapesDataset(eval_images, image_size, seed=eval_seed, **shapes)
-    items = [data[i] for i in range(eval_images)]
-    images = torch.stack([im for im, _ in items])
-    targets = [t for _, t in items]
+    images, targets = evaluation_set(eval_seed, eval_images, image_size, **shapes)
     if not isinstance(student.helper("train_detector").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
     result = student.call_helper("train_detector", student.__getattr__(model_class).get(), images, steps=steps, lr=lr,

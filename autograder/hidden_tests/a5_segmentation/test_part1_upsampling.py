@@ -21,6 +21,18 @@ def show(kwargs):
     return ", ".join(f"{k}={v}" for k, v in kwargs.items())
 
 
+def check_every_resize(student, mode, align, seed, float32_tolerance=(1e-5, 1e-6)):
+    """``<mode>_upsample`` == F.interpolate(mode=mode) for every resize, both input shapes, float64 and float32."""
+    for dtype in (torch.float64, torch.float32):
+        tolerance = float32_tolerance if dtype == torch.float32 else (1e-9, 1e-12)
+        for shape in SHAPES:
+            x = inputs(shape, seed, dtype)
+            for kwargs in RESIZES:
+                what = f"{mode}_upsample(Tensor{list(shape)} {str(dtype)[6:]}, {show(kwargs)}, align_corners={align})"
+                check_output(call(student, f"{mode}_upsample", x, align_corners=align, **kwargs),
+                             F.interpolate(x, mode=mode, align_corners=align, **kwargs), what, *tolerance)
+
+
 @pytest.mark.part("upsampling")
 @pytest.mark.points(3)
 def test_nearest_upsample_matches_interpolate(student):
@@ -38,13 +50,7 @@ def test_nearest_upsample_matches_interpolate(student):
 def test_bilinear_upsample_matches_interpolate(student):
     """== F.interpolate(mode="bilinear") with align_corners False and True, every resize, float32 and float64; gradients too"""
     for align in (False, True):
-        for dtype in (torch.float64, torch.float32):
-            for shape in SHAPES:
-                x = inputs(shape, 1, dtype)
-                for kwargs in RESIZES:
-                    what = f"bilinear_upsample(Tensor{list(shape)} {str(dtype)[6:]}, {show(kwargs)}, align_corners={align})"
-                    check_output(call(student, "bilinear_upsample", x, align_corners=align, **kwargs),
-                                 F.interpolate(x, mode="bilinear", align_corners=align, **kwargs), what)
+        check_every_resize(student, "bilinear", align, seed=1)
         for kwargs in (dict(scale_factor=2), dict(size=(7, 10)), dict(scale_factor=0.6)):
             x = inputs((2, 2, 4, 5), 2)
             check_gradients(student, "bilinear_upsample", [x, kwargs.get("size"), kwargs.get("scale_factor"), align], [True, False, False, False],
@@ -57,14 +63,7 @@ def test_bilinear_upsample_matches_interpolate(student):
 def test_bicubic_upsample_matches_interpolate(student):
     """== F.interpolate(mode="bicubic") with align_corners False and True (overshoot not clamped), every resize; gradients too"""
     for align in (False, True):
-        for dtype in (torch.float64, torch.float32):
-            for shape in SHAPES:
-                x = inputs(shape, 3, dtype)
-                for kwargs in RESIZES:
-                    what = f"bicubic_upsample(Tensor{list(shape)} {str(dtype)[6:]}, {show(kwargs)}, align_corners={align})"
-                    tolerance = (1e-5, 1e-5) if dtype == torch.float32 else (1e-9, 1e-12)  # 16 float32 products, summed in any order
-                    check_output(call(student, "bicubic_upsample", x, align_corners=align, **kwargs),
-                                 F.interpolate(x, mode="bicubic", align_corners=align, **kwargs), what, *tolerance)
+        check_every_resize(student, "bicubic", align, seed=3, float32_tolerance=(1e-5, 1e-5))  # 16 float32 products, summed in any order
         x = inputs((1, 2, 4, 6), 4)
         check_gradients(student, "bicubic_upsample", [x, None, 2.5, align], [True, False, False, False],
                         lambda t, size, scale, ac: F.interpolate(t, size=size, scale_factor=scale, mode="bicubic", align_corners=ac),
