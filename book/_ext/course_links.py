@@ -118,6 +118,23 @@ def _copy_assignment_notebooks(app: Sphinx, exception) -> None:
             shutil.copyfile(notebook, target)
 
 
+def _write_root_favicon(app: Sphinx, exception) -> None:
+    """Browsers ask every site for ``/favicon.ico``; pages without an icon link (the redirecting
+    ``index.html``) would log a 404. Draw the book's icon (``_static/favicon.svg``) as an ICO file."""
+    if exception is not None or app.builder.format != "html":
+        return
+    from PIL import Image, ImageDraw
+
+    scale = 8  # draw large, shrink for smooth edges
+    icon = Image.new("RGBA", (32 * scale, 32 * scale), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle([1 * scale, 1 * scale, 31 * scale, 31 * scale], radius=5 * scale,
+                           fill="#dbe9f6", outline="#4a7ab7", width=2 * scale)
+    draw.rectangle([6 * scale, 7 * scale, 19 * scale, 18 * scale], outline="#e8710a", width=int(2.5 * scale))
+    draw.ellipse([14 * scale, 15 * scale, 26 * scale, 27 * scale], outline="#2a9d8f", width=int(2.5 * scale))
+    icon.resize((32, 32), Image.LANCZOS).save(Path(app.outdir) / "favicon.ico", sizes=[(32, 32), (16, 16)])
+
+
 def _dedupe_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
     """Drop repeated inline scripts: sphinx-thebe registers its config script twice under Jupyter Book,
     and the second ``const THEBE_JS_URL`` declaration is a JavaScript error on every page."""
@@ -136,6 +153,7 @@ def setup(app: Sphinx) -> dict:
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _notebook_download, priority=900)
     app.connect("build-finished", _copy_assignment_notebooks)
+    app.connect("build-finished", _write_root_favicon)
     app.add_role("colab", colab_role)
     app.add_role("submission", submission_role)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
