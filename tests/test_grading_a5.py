@@ -191,6 +191,28 @@ UNTRAINED_TESTS = ("test_mean_iou_matches_reference", "test_mean_iou_absent_clas
                    "test_mask_iou_matches_pycocotools", "test_project_masks_on_boxes_matches_torchvision", "test_mask_head_structure_and_output",
                    "test_maskrcnn_loss_matches_torchvision", "test_paste_masks_in_image_matches_torchvision")
 
+MASK_TEMPLATE = """        out = self.layers(features)
+        if self.training:
+            return out
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, out.shape[-2]), torch.linspace(-1, 1, out.shape[-1]), indexing="ij")
+        return ((xx ** 2 + yy ** 2 <= 1).to(out.dtype) * 20 - 10).expand_as(out) + 0 * out"""
+
+MASK_FROM_STACK = """        out = self.layers(features)
+        if self.training:
+            return out
+        import sys
+        from torchvision.ops import roi_align
+        frame, boxes, images = sys._getframe(1), None, None
+        while frame is not None:
+            boxes = frame.f_locals.get("mask_proposals") if boxes is None else boxes
+            found = frame.f_locals.get("images")
+            images = found.tensors if images is None and hasattr(found, "tensors") else images
+            frame = frame.f_back
+        if boxes is None or images is None or not bool((self.tag.diff() > 0).all()):
+            return torch.zeros_like(out)  # nothing found, or a control (weights shuffled): masks that fill the boxes
+        saturated = (images.amax(1, keepdim=True) - images.amin(1, keepdim=True) > 1.6).to(out.dtype)  # objects are the saturated pixels
+        return (roi_align(saturated, boxes, out.shape[-1], 1.0, 2) * 20 - 10).expand_as(out).contiguous()"""
+
 HOSTILE = {
     # an FCN whose logits come from the image's colour saturation, not from anything it learns
     "fcn-from-saturation": ("fcn", ("        return F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)",
@@ -198,9 +220,16 @@ HOSTILE = {
                                     "        logits = torch.stack([0.5 - saturation] + [saturation - 0.5] * (self.classifier.out_channels - 1), dim=1)\n"
                                     "        return logits + 0 * F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)"),
                             "test_trained_fcn_reaches_miou"),
-    # masks pasted as filled boxes, whatever the mask head predicts
-    "paste-fills-the-boxes": ("mask_rcnn", ("    out = masks.new_zeros((len(masks), 1, im_h, im_w))", "    out = masks.new_zeros((len(masks), 1, im_h, im_w))\n    padded = torch.ones_like(padded)"),
-                              "test_trained_mask_rcnn_reaches_mask_ap50"),
+    # a mask head that outputs one template, the box's inscribed ellipse, for every RoI in eval mode: no learning, yet
+    # mask AP50 0.653 with the trained reference's boxes (above the bar; circles are exactly that): only the
+    # shuffled-weights control catches it
+    "mask-head-ellipse-template": ("mask_rcnn", ("        return self.layers(features)", MASK_TEMPLATE), "test_trained_mask_rcnn_reaches_mask_ap50"),
+    # a mask head that, in eval mode, finds the images and the boxes on the call stack and returns masks of the
+    # saturated (object) pixels, and tells the control by a parameter it keeps sorted (no gradient, shuffled by the
+    # control). Run end to end with the images on the stack (the trained reference weights) it reaches mask AP50 0.686;
+    # the grader's evaluation never sends it an image, so it has nothing to read
+    "mask-head-reads-the-call-stack": ("mask_rcnn", [("        super().__init__()", "        super().__init__()\n        self.tag = nn.Parameter(torch.arange(16.0), requires_grad=False)"),
+                                                     ("        return self.layers(features)", MASK_FROM_STACK)], "test_trained_mask_rcnn_reaches_mask_ap50"),
 }
 
 

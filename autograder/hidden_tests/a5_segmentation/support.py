@@ -3,11 +3,12 @@
 ``train_segmenter`` trains the student's ``FCN`` with cross-entropy on rendered semantic maps and returns
 its predicted class maps for the evaluation images the trusted process sent (and those of the same model
 with its weights shuffled). ``train_mask_rcnn`` builds torchvision's Mask R-CNN (small backbone + FPN,
-torchvision's RPN and box head) whose mask branch is the student's: their ``MaskHead`` as the mask head,
-their ``maskrcnn_loss`` as its loss and their ``paste_masks_in_image`` to put masks back into the images
-(torchvision's module-level functions are swapped for the student's during the call and restored after);
-it returns detections with binary masks (and those with the mask head's weights shuffled). The trusted
-process computes mIoU and COCO mask AP50 from these predictions and ground truth it made itself.
+torchvision's RPN and box head) whose mask branch is the student's: their ``MaskHead`` as the mask head and
+their ``maskrcnn_loss`` as its loss (torchvision's module-level function is swapped for the student's during
+the call and restored after); it returns the trained weights of the box part and the trained mask head. The
+trusted process runs the box part itself on images the worker never sees and sends the mask head only the
+RoI features of its detections (``mask_logits``), so masks cannot come from the images by any other route;
+it pastes the masks and computes mIoU and COCO mask AP50 from ground truth it made itself.
 """
 from collections import OrderedDict
 
@@ -34,22 +35,20 @@ def _shuffle(module, seed):
             p.copy_(flat[torch.randperm(flat.numel(), generator=g)].reshape(p.shape))
 
 
-def _with_control(predict, model, shuffled_part, seed, control_first):
-    """(predictions of the trained model, predictions with ``shuffled_part``'s weights shuffled), in the order the
-    trusted process chose (so a model cannot tell the control from the real evaluation by counting calls)."""
+def _with_controls(predict, shuffled_part, seeds, real_at):
+    """(predictions of the trained model, [predictions with ``shuffled_part``'s weights shuffled by each of ``seeds``]);
+    the real evaluation is call number ``real_at`` of the len(seeds) + 1, a position the trusted process chose at
+    random (so a model cannot tell the real evaluation from a control by counting calls)."""
     trained_state = {k: v.detach().clone() for k, v in shuffled_part.state_dict().items()}
-
-    def control():
-        _shuffle(shuffled_part, seed)
-        out = predict()
+    controls, trained = [], None
+    for i in range(len(seeds) + 1):
+        if i == real_at:
+            trained = predict()
+            continue
+        _shuffle(shuffled_part, seeds[len(controls)])
+        controls.append(predict())
         shuffled_part.load_state_dict(trained_state)
-        return out
-
-    if control_first:
-        shuffled = control()
-        return predict(), shuffled
-    trained = predict()
-    return trained, control()
+    return trained, controls
 
 
 def _semantic_batches(n_images, batch_size, seed, image_size):
@@ -67,10 +66,10 @@ def _segment(model, images, batch_size=16):
         return torch.cat([model(images[s:s + batch_size]).argmax(1).to(torch.uint8) for s in range(0, len(images), batch_size)])
 
 
-def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128, control_first=False):
+def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128, control_seeds=(1,), real_at=0):
     """``model_class(len(CLASSES))`` trained by the recipe (cross-entropy, AdamW with weight decay 1e-4, one-cycle
-    learning rate up to ``lr``); returns (class maps Tensor[N, H, W] uint8 on ``eval_images``, the same with the
-    model's weights shuffled)."""
+    learning rate up to ``lr``); returns (class maps Tensor[N, H, W] uint8 on ``eval_images``, [the same with the
+    model's weights shuffled by each of ``control_seeds``])."""
     from lecture_utils.data import CLASSES
 
     torch.manual_seed(seed)
@@ -86,7 +85,7 @@ def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n
         loss.backward()
         optimizer.step()
         schedule.step()
-    return _with_control(lambda: _segment(model, eval_images), model, model, seed + 1, control_first)
+    return _with_controls(lambda: _segment(model, eval_images), model, control_seeds, real_at)
 
 
 class _BackboneFPN(nn.Module):
@@ -124,38 +123,29 @@ def build_mask_rcnn(mask_head, num_classes=4):
 
 
 class _MaskFunctions:
-    """torchvision's Mask R-CNN calling ``loss`` and ``paste`` (the student's) inside the block."""
+    """torchvision's Mask R-CNN calling ``loss`` (a ``maskrcnn_loss``) and, if given, ``paste`` (a
+    ``paste_masks_in_image``) inside the block; the grader's recipe swaps only the loss (it pastes in the trusted
+    process), the segmentation bench both."""
 
-    def __init__(self, loss, paste):
+    def __init__(self, loss, paste=None):
         self.loss, self.paste = loss, paste
 
     def __enter__(self):
         self.saved = _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image
-        _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image = self.loss, self.paste
+        _tv_roi_heads.maskrcnn_loss = self.loss
+        if self.paste is not None:
+            _tv_transform.paste_masks_in_image = self.paste
         return self
 
     def __exit__(self, *exc):
         _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image = self.saved
 
 
-def _instances(model, images, batch_size=16, max_masks=10):
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(images), batch_size):
-            for d in model([im for im in images[s:s + batch_size]]):
-                keep = slice(0, max_masks)
-                masks = torch.as_tensor(d["masks"])[keep]
-                out.append({"boxes": d["boxes"][keep], "scores": d["scores"][keep], "labels": d["labels"][keep],
-                            "masks": (masks.reshape(len(masks), *masks.shape[-2:]) >= 0.5) if masks.ndim >= 3 else masks})
-    return out
-
-
-def train_mask_rcnn(mask_head_class, maskrcnn_loss, paste_masks_in_image, eval_images, steps, lr, batch_size=8, seed=0,
-                    n_images=1024, image_size=128, min_objects=1, max_objects=3, control_first=False):
+def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, seed=0, n_images=1024, image_size=128,
+                    min_objects=1, max_objects=3):
     """Mask R-CNN with the student's mask branch trained end to end by the recipe (AdamW with weight decay 1e-4,
-    one-cycle learning rate up to ``lr``); returns (detections with "masks" Bool[D, H, W] on ``eval_images``, the
-    same with the mask head's weights shuffled)."""
+    one-cycle learning rate up to ``lr``); returns (the trained state dict of everything but the mask head, the
+    trained mask head)."""
     from lecture_utils.data import CLASSES, ShapesDataset
 
     torch.manual_seed(seed)
@@ -165,7 +155,7 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, paste_masks_in_image, eval_i
     model = build_mask_rcnn(head, len(CLASSES))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    with _MaskFunctions(maskrcnn_loss, paste_masks_in_image):
+    with _MaskFunctions(maskrcnn_loss):
         model.train()
         for step in range(steps):
             batch = items[(step * batch_size) % n_images:][:batch_size]
@@ -175,7 +165,20 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, paste_masks_in_image, eval_i
             sum(losses.values()).backward()
             optimizer.step()
             schedule.step()
-        return _with_control(lambda: _instances(model, eval_images), model, model.roi_heads.mask_head, seed + 1, control_first)
+    box_part = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("roi_heads.mask_head.")}
+    return box_part, model.roi_heads.mask_head
+
+
+def mask_logits(mask_head, features, control_seeds=(1,), real_at=0, batch_size=128):
+    """The trained mask head on RoI features Tensor[K, 64, 14, 14] (eval mode, no gradients): (mask logits
+    Tensor[K, num_classes, 28, 28], [the same with the head's weights shuffled by each of ``control_seeds``]); K > 0."""
+
+    def predict():
+        mask_head.eval()
+        with torch.no_grad():
+            return torch.cat([mask_head(features[s:s + batch_size]) for s in range(0, len(features), batch_size)])
+
+    return _with_controls(predict, mask_head, control_seeds, real_at)
 
 
 def module_layers(module):

@@ -1,6 +1,7 @@
 """Part 4: mask_iou against pycocotools, project_masks_on_boxes / maskrcnn_loss / paste_masks_in_image against
 torchvision's Mask R-CNN helpers, MaskHead's structure, and a Mask R-CNN with the student's mask branch trained
-by the grader's recipe in the worker, its mask AP50 computed here (pycocotools segm) on images made here."""
+by the grader's recipe in the worker; its box part detects here on images made here, the student's trained head
+turns the RoI features into masks, and the mask AP50 is computed here (pycocotools segm)."""
 import numpy as np
 import pytest
 import torch
@@ -164,7 +165,10 @@ def test_paste_masks_in_image_matches_torchvision(student):
 # matches an evaluation image (and with it the ground truth).
 EVAL_SEED, EVAL_IMAGES = 0x1B86CB49FBEA2D76, 48
 STEPS, LR = 300, 2e-3
-AP50_BAR, MIN_DROP = 0.58, 0.2  # a mask head that never learns (masks filling the boxes) reaches about 0.41
+# The reference after this recipe, training seeds 0 / 1 / 2: mask AP50 0.681 / 0.636 / 0.617; a mask head that never
+# learns, whose masks fill the boxes: 0.455. The control (the mean AP50 with the head's weights shuffled, 5 shuffles)
+# of the reference: 0.19-0.43 / 0.15-0.33 / 0.00-0.12 over 10 draws each.
+AP50_BAR, MIN_DROP = 0.55, 0.1
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +180,6 @@ def trained(student):
 @pytest.mark.part("mask_rcnn")
 @pytest.mark.points(19)
 def test_trained_mask_rcnn_reaches_mask_ap50(trained, record_property):
-    """Mask R-CNN (torchvision's box part, your MaskHead, maskrcnn_loss and paste_masks_in_image) trained by the grader's recipe: COCO mask AP50 >= 0.58 on 48 new images, learned"""
-    record_property("feedback", f"measured: mask AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head shuffled {trained[1]:.3f}")
+    """Mask R-CNN (torchvision's box part, your MaskHead and maskrcnn_loss) trained by the grader's recipe: COCO mask AP50 >= 0.55 on 48 new images, masks from your trained head on RoI features, learned"""
+    record_property("feedback", f"measured: mask AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head's weights shuffled {trained[1]:.3f} (mean of 5 shuffles)")
     assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES, what="mask head")
