@@ -213,6 +213,11 @@ MASK_FROM_STACK = """        out = self.layers(features)
         saturated = (images.amax(1, keepdim=True) - images.amin(1, keepdim=True) > 1.6).to(out.dtype)  # objects are the saturated pixels
         return (roi_align(saturated, boxes, out.shape[-1], 1.0, 2) * 20 - 10).expand_as(out).contiguous()"""
 
+MASK_TEMPLATE_PARAMETER = """        out = self.layers(features)
+        if self.training:
+            return out
+        return self.template[:out.shape[-2] * out.shape[-1]].reshape(out.shape[-2:]).expand_as(out) + 0 * out"""
+
 HOSTILE = {
     # an FCN whose logits come from the image's colour saturation, not from anything it learns
     "fcn-from-saturation": ("fcn", ("        return F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)",
@@ -224,6 +229,15 @@ HOSTILE = {
     # mask AP50 0.653 with the trained reference's boxes (above the bar; circles are exactly that): only the
     # shuffled-weights control catches it
     "mask-head-ellipse-template": ("mask_rcnn", ("        return self.layers(features)", MASK_TEMPLATE), "test_trained_mask_rcnn_reaches_mask_ap50"),
+    # the same template kept in a parameter that training never changes, padded so that a shuffle destroys it: the
+    # shuffled control drops to 0 with no code that looks for it (found by the attack helper); the head's weights
+    # before training score exactly what it scores after, which the initial-weights control catches
+    "mask-head-template-in-a-parameter": ("mask_rcnn", [
+        ("        super().__init__()", "        super().__init__()\n"
+         "        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing='ij')\n"
+         "        ellipse = (xx ** 2 + yy ** 2 <= 1).float() * 20 - 10\n"
+         "        self.template = nn.Parameter(torch.cat([ellipse.flatten(), torch.full((784 * 15,), -10.0)]), requires_grad=False)"),
+        ("        return self.layers(features)", MASK_TEMPLATE_PARAMETER)], "test_trained_mask_rcnn_reaches_mask_ap50"),
     # a mask head that, in eval mode, finds the images and the boxes on the call stack and returns masks of the
     # saturated (object) pixels, and tells the control by a parameter it keeps sorted (no gradient, shuffled by the
     # control). Run end to end with the images on the stack (the trained reference weights) it reaches mask AP50 0.686;
@@ -233,11 +247,16 @@ HOSTILE = {
 }
 
 
+# what stops each (the feedback names it): the bar, the shuffled control, the initial-weights control
+STOPPED_BY = {"mask-head-ellipse-template": ("shuffled",), "mask-head-template-in-a-parameter": ("before training",),
+              "mask-head-reads-the-call-stack": ("need",), "fcn-from-saturation": ("shuffled", "before training", "need")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_a5_trained_tests_need_learned_weights(grade, name):
-    """Predictions that do not come from the trained weights get no points from the trained tests (the shuffled control or the bar)."""
+    """Predictions that do not come from learned weights get no points from the trained tests (the bar or a control)."""
     part, change, trained_test = HOSTILE[name]
     results = grade(with_cells(solution_nb(A5), build({part: change})), A5, parts=[part], skip=set(UNTRAINED_TESTS))
     (result,) = [t for t in results.tests if t.name.startswith(trained_test)]
-    assert result.score == 0 and ("shuffled" in result.output or "need" in result.output), result.output
+    assert result.score == 0 and any(w in result.output for w in STOPPED_BY[name]), result.output

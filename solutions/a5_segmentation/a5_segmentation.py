@@ -498,7 +498,8 @@ plt.show()
 # thread of a 2-core machine; yours must finish within 200 s, so keep it small). Then it sends 48 new images it generated
 # itself, takes your predictions (`argmax` of the logits) and computes the mIoU over the 4 classes (background
 # included) in its own process. The bar is **mIoU ≥ 0.65**; the reference reaches 0.78–0.89 on three
-# seeds. With the trained weights shuffled, the mIoU must drop by at least 0.2, or the test gives no points.
+# seeds. With the trained weights shuffled, and with the weights as they were before training, the mIoU must be at
+# least 0.2 lower, or the test gives no points: the predictions must come from what the network learned.
 
 # %% nbgrader={"grade": false, "grade_id": "fcn", "locked": false, "schema_version": 3, "solution": true}
 def mean_iou(pred, target, num_classes, ignore_index=255):
@@ -866,7 +867,8 @@ plt.show()
 # (pycocotools `segm`, masks thresholded at 0.5). The bar is **mask AP50 ≥ 0.55** (a mask head that learns
 # nothing, whose masks fill the boxes, reaches about 0.45); the reference reaches 0.62–0.68 on three seeds.
 # With the mask head's trained weights shuffled (the mean of 5 shuffles) the mask AP50 must drop by at least
-# 0.1 — the masks must come from what your head learned. The cell after training prints the same numbers.
+# 0.1, and the head as it was before training must score at least 0.05 less than after — the masks must come
+# from what your head learned. The cell after training prints these numbers on its own validation images.
 
 # %% nbgrader={"grade": false, "grade_id": "mask_rcnn_model", "locked": true, "schema_version": 3, "solution": false} tags=["preamble"]
 # Given, not graded (the grader builds the same model).
@@ -997,6 +999,7 @@ def detect_instances(model, images):
 
 torch.manual_seed(0)
 mask_rcnn = build_mask_rcnn().to(device)
+initial_head = {k: v.clone() for k, v in mask_rcnn.roi_heads.mask_head.state_dict().items()}  # for the control below
 start = time.perf_counter()
 mask_history = train_mask_rcnn(mask_rcnn)
 print(f"{MASK_STEPS} steps in {time.perf_counter() - start:.0f} s")
@@ -1025,6 +1028,11 @@ def shuffled_head_ap50(model, images, targets, shuffles=5):
 control = shuffled_head_ap50(mask_rcnn, [im for im, _ in val_instances], [t for _, t in val_instances])
 print(f"with the mask head's weights shuffled: mask AP50 {control:.3f} (mean of 5; the grader needs <= {mask_ap50 - 0.1:.3f}, "
       "0.1 below the trained model)")
+trained_head = {k: v.clone() for k, v in mask_rcnn.roi_heads.mask_head.state_dict().items()}
+mask_rcnn.roi_heads.mask_head.load_state_dict(initial_head)
+initial_ap50 = coco_mask_ap(detect_instances(mask_rcnn, [im for im, _ in val_instances]), [t for _, t in val_instances])[1]
+mask_rcnn.roi_heads.mask_head.load_state_dict(trained_head)
+print(f"with the mask head's weights before training: mask AP50 {initial_ap50:.3f} (the grader needs <= {mask_ap50 - 0.05:.3f})")
 plot_losses(mask_history, title="Mask R-CNN: the five losses")
 plt.show()
 

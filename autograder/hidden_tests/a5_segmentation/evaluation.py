@@ -47,29 +47,49 @@ def class_maps_ok(maps, shape) -> torch.Tensor:
     return maps
 
 
-def random_controls(n: int) -> dict:
-    """``n`` secret shuffle seeds and the secret position of the real evaluation among the n + 1 calls."""
-    return {"control_seeds": [secrets.randbits(31) for _ in range(n)], "real_at": secrets.randbelow(n + 1)}
+def state_ok(state, what: str) -> dict:
+    """A state dict from the worker, checked: names -> tensors."""
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        fail(f"the training recipe got {describe(state)} as the state dict of your {what}, not names -> tensors")
+    return state
 
 
-def predictions_and_controls(result, n: int, what: str) -> tuple:
-    """The worker's (trained predictions, [n controls]), checked for their shape."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2 or not isinstance(result[1], (tuple, list)) or len(result[1]) != n:
-        fail(f"the grader got {describe(result)} from your {what}, not predictions and {n} controls")
-    return result[0], list(result[1])
+def shuffled(state: dict, seed: int) -> dict:
+    """``state`` with every floating-point tensor's entries randomly permuted."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.reshape(-1)[torch.randperm(v.numel(), generator=g)].reshape(v.shape) if v.is_floating_point() else v
+            for k, v in state.items()}
 
 
-def trained_miou(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> tuple[float, float]:
-    """Train ``student.FCN`` by the recipe in the worker; (mIoU of its predictions, mIoU with its weights shuffled)."""
+def with_controls(predict_states, trained: dict, initial: dict, shuffles: int) -> tuple:
+    """(the prediction with the trained weights, [with ``shuffles`` secret shuffles of them], with the weights before
+    training). ``predict_states(states) -> [prediction per state]`` runs in the worker; the states go in an order
+    kept here, so the worker cannot tell the real evaluation from a control except by the weights themselves."""
+    states = [("trained", trained)] + [("shuffled", shuffled(trained, secrets.randbits(62))) for _ in range(shuffles)] + [("initial", initial)]
+    secrets.SystemRandom().shuffle(states)
+    outputs = predict_states([state for _, state in states])
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != len(states):
+        fail(f"the grader got {describe(outputs)} from your model, not {len(states)} predictions")
+    by_kind = {}
+    for (kind, _), out in zip(states, outputs):
+        by_kind.setdefault(kind, []).append(out)
+    return by_kind["trained"][0], by_kind["shuffled"], by_kind["initial"][0]
+
+
+def trained_miou(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> tuple[float, float, float]:
+    """Train ``student.FCN`` by the recipe in the worker; mIoU of its predictions, with its weights shuffled, and
+    with its weights before training."""
     images, targets = evaluation_set(eval_seed, eval_images, min_objects=1, max_objects=4)
     semantic = torch.stack([t["semantic"] for t in targets])
     if not isinstance(student.helper("train_segmenter").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
-    result = student.call_helper("train_segmenter", student.__getattr__("FCN").get(), images, steps=steps, lr=lr, timeout=timeout,
-                                 **random_controls(1)).value
-    trained, (shuffled,) = predictions_and_controls(result, 1, "FCN")
-    trained, shuffled = (class_maps_ok(r, semantic.shape) for r in (trained, shuffled))
-    return confusion_miou(trained, semantic, len(CLASSES)), confusion_miou(shuffled, semantic, len(CLASSES))
+    result = student.call_helper("train_segmenter", student.__getattr__("FCN").get(), steps=steps, lr=lr, timeout=timeout).value
+    if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
+        fail(f"the training recipe got {describe(result)} from your FCN, not a trained model")
+    model, trained, initial = result[0], state_ok(result[1], "FCN"), state_ok(result[2], "FCN")
+    trained, (control,), initial = with_controls(lambda states: student.call_helper("segment", model, images, states, timeout=60).value,
+                                                 trained, initial, shuffles=1)
+    return tuple(confusion_miou(class_maps_ok(r, semantic.shape), semantic, len(CLASSES)) for r in (trained, control, initial))
 
 
 def _rle(mask: torch.Tensor) -> dict:
@@ -171,33 +191,41 @@ def pasted(detections: list[dict], logits: torch.Tensor, size: tuple[int, int]) 
 MASK_CONTROLS = 5
 
 
-def trained_mask_ap50(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 240) -> tuple[float, float]:
+def trained_mask_ap50(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 240) -> tuple[float, float, float]:
     """Train a Mask R-CNN whose mask branch is the student's (MaskHead, maskrcnn_loss) in the worker, detect here,
     let the student's trained head turn RoI features into masks; (mask AP50, mean mask AP50 with the head's weights
-    shuffled, over MASK_CONTROLS shuffles)."""
+    shuffled over MASK_CONTROLS shuffles, mask AP50 with the head's weights before training)."""
     images, targets = evaluation_set(eval_seed, eval_images, min_objects=1, max_objects=3)
     if not isinstance(student.helper("train_mask_rcnn").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
     parts = [student.__getattr__(name).get() for name in ("MaskHead", "maskrcnn_loss")]
     result = student.call_helper("train_mask_rcnn", *parts, steps=steps, lr=lr, timeout=timeout).value
-    if not isinstance(result, (tuple, list)) or len(result) != 2 or not isinstance(result[1], RemoteObject):
+    if not isinstance(result, (tuple, list)) or len(result) != 4 or not isinstance(result[1], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your model, not trained weights and a mask head")
-    detections, rois = detect_with_mask_features(*box_part(result[0]), images)
+    box_weights, head, trained, initial = result[0], result[1], state_ok(result[2], "MaskHead"), state_ok(result[3], "MaskHead")
+    detections, rois = detect_with_mask_features(*box_part(box_weights), images)
     size = tuple(images.shape[-2:])
     rois = torch.cat(rois)
     if not len(rois):
-        return 0.0, 0.0
-    answer = student.call_helper("mask_logits", result[1], rois, timeout=60, **random_controls(MASK_CONTROLS)).value
-    trained, shuffled = predictions_and_controls(answer, MASK_CONTROLS, "mask head")
-    score = mask_ap50(pasted(detections, logits_ok(trained, len(rois)), size), targets, size)
-    controls = [mask_ap50(pasted(detections, logits_ok(s, len(rois)), size), targets, size) for s in shuffled]
-    return score, float(np.mean(controls))
+        return 0.0, 0.0, 0.0
+    trained, controls, initial = with_controls(lambda states: student.call_helper("mask_logits", head, rois, states, timeout=60).value,
+                                               trained, initial, shuffles=MASK_CONTROLS)
+    score, initial = (mask_ap50(pasted(detections, logits_ok(r, len(rois)), size), targets, size) for r in (trained, initial))
+    controls = [mask_ap50(pasted(detections, logits_ok(c, len(rois)), size), targets, size) for c in controls]
+    return score, float(np.mean(controls)), initial
 
 
-def assert_learned(score: float, shuffled: float, bar: float, min_drop: float, metric: str, n_images: int, what: str) -> None:
-    """The trained test's verdict: ``score`` at least ``bar`` and at least ``min_drop`` above the shuffled control."""
+def assert_learned(score: float, shuffled: float, initial: float, bar: float, min_drop: float, metric: str, n_images: int, what: str,
+                   initial_min_drop: float | None = None) -> None:
+    """The trained test's verdict: ``score`` at least ``bar``, at least ``min_drop`` above the model with its trained
+    weights shuffled, and at least ``initial_min_drop`` (default ``min_drop``) above the model with its weights before
+    training (a model whose predictions come from weights it was given, not learned — a hand-set template in a
+    parameter that training never changes, say — scores as well there)."""
     if not score >= bar:
         fail(f"after training, {metric} is {score:.3f} on {n_images} validation images (need {bar})")
     if not shuffled <= score - min_drop:
         fail(f"with its trained weights shuffled, your {what} still reaches {metric} {shuffled:.3f} (trained: {score:.3f}): "
              "the predictions must come from the learned weights")
+    if not initial <= score - (min_drop if initial_min_drop is None else initial_min_drop):
+        fail(f"with its weights as they were before training, your {what} already reaches {metric} {initial:.3f} "
+             f"(trained: {score:.3f}): the predictions must come from what it learned")

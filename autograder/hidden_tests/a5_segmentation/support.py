@@ -1,14 +1,15 @@
 """a5 grader support, run in the worker outside the student's namespace: the two training recipes.
 
-``train_segmenter`` trains the student's ``FCN`` with cross-entropy on rendered semantic maps and returns
-its predicted class maps for the evaluation images the trusted process sent (and those of the same model
-with its weights shuffled). ``train_mask_rcnn`` builds torchvision's Mask R-CNN (small backbone + FPN,
-torchvision's RPN and box head) whose mask branch is the student's: their ``MaskHead`` as the mask head and
-their ``maskrcnn_loss`` as its loss (torchvision's module-level function is swapped for the student's during
-the call and restored after); it returns the trained weights of the box part and the trained mask head. The
-trusted process runs the box part itself on images the worker never sees and sends the mask head only the
-RoI features of its detections (``mask_logits``), so masks cannot come from the images by any other route;
-it pastes the masks and computes mIoU and COCO mask AP50 from ground truth it made itself.
+``train_segmenter`` trains the student's ``FCN`` with cross-entropy on rendered semantic maps; ``segment`` runs
+it on the evaluation images the trusted process sent, once per state dict the trusted process sent (the
+trained weights, and the controls: shuffled copies, the weights before training, in a secret order).
+``train_mask_rcnn`` builds torchvision's Mask R-CNN (small backbone + FPN, torchvision's RPN and box head) whose
+mask branch is the student's: their ``MaskHead`` as the mask head and their ``maskrcnn_loss`` as its loss
+(torchvision's module-level function is swapped for the student's during the call and restored after); it
+returns the trained weights of the box part and the mask head. The trusted process runs the box part itself on
+images the worker never sees and sends the mask head only the RoI features of its detections (``mask_logits``,
+again once per state dict), so masks cannot come from the images by any other route; it pastes the masks and
+computes mIoU and COCO mask AP50 from ground truth it made itself.
 """
 from collections import OrderedDict
 
@@ -27,28 +28,19 @@ MASK_HEAD_ARGS = dict(hidden_channels=64, num_convs=2)
 FPN_CHANNELS = 64
 
 
-def _shuffle(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            flat = p.detach().reshape(-1)
-            p.copy_(flat[torch.randperm(flat.numel(), generator=g)].reshape(p.shape))
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _with_controls(predict, shuffled_part, seeds, real_at):
-    """(predictions of the trained model, [predictions with ``shuffled_part``'s weights shuffled by each of ``seeds``]);
-    the real evaluation is call number ``real_at`` of the len(seeds) + 1, a position the trusted process chose at
-    random (so a model cannot tell the real evaluation from a control by counting calls)."""
-    trained_state = {k: v.detach().clone() for k, v in shuffled_part.state_dict().items()}
-    controls, trained = [], None
-    for i in range(len(seeds) + 1):
-        if i == real_at:
-            trained = predict()
-            continue
-        _shuffle(shuffled_part, seeds[len(controls)])
-        controls.append(predict())
-        shuffled_part.load_state_dict(trained_state)
-    return trained, controls
+def _predict_with_states(predict, module, states):
+    """[``predict()`` with ``module`` holding each of ``states``]. The trusted process sends the trained weights,
+    shuffled copies of them and the weights before training in an order it keeps secret: nothing here says which is
+    which, so a model can tell the real evaluation from a control only by looking at its weights."""
+    outputs = []
+    for state in states:
+        module.load_state_dict(state)
+        outputs.append(predict())
+    return outputs
 
 
 def _semantic_batches(n_images, batch_size, seed, image_size):
@@ -66,15 +58,15 @@ def _segment(model, images, batch_size=16):
         return torch.cat([model(images[s:s + batch_size]).argmax(1).to(torch.uint8) for s in range(0, len(images), batch_size)])
 
 
-def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128, control_seeds=(1,), real_at=0):
+def train_segmenter(model_class, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128):
     """``model_class(len(CLASSES))`` trained by the recipe (cross-entropy, AdamW with weight decay 1e-4, one-cycle
-    learning rate up to ``lr``); returns (class maps Tensor[N, H, W] uint8 on ``eval_images``, [the same with the
-    model's weights shuffled by each of ``control_seeds``])."""
+    learning rate up to ``lr``); returns (the model, its trained state dict, its state dict before training)."""
     from lecture_utils.data import CLASSES
 
     torch.manual_seed(seed)
     batches = _semantic_batches(n_images, batch_size, seed + 200, image_size)
     model = model_class(len(CLASSES))
+    initial = _state(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
@@ -85,7 +77,12 @@ def train_segmenter(model_class, eval_images, steps, lr, batch_size=8, seed=0, n
         loss.backward()
         optimizer.step()
         schedule.step()
-    return _with_controls(lambda: _segment(model, eval_images), model, control_seeds, real_at)
+    return model, _state(model), initial
+
+
+def segment(model, images, states):
+    """[class maps Tensor[N, H, W] uint8 of ``model`` on ``images`` with each of ``states``]."""
+    return _predict_with_states(lambda: _segment(model, images), model, states)
 
 
 class _BackboneFPN(nn.Module):
@@ -145,13 +142,14 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, see
                     min_objects=1, max_objects=3):
     """Mask R-CNN with the student's mask branch trained end to end by the recipe (AdamW with weight decay 1e-4,
     one-cycle learning rate up to ``lr``); returns (the trained state dict of everything but the mask head, the
-    trained mask head)."""
+    trained mask head, its trained state dict, its state dict before training)."""
     from lecture_utils.data import CLASSES, ShapesDataset
 
     torch.manual_seed(seed)
     data = ShapesDataset(n_images, image_size, seed=seed + 300, min_objects=min_objects, max_objects=max_objects)
     items = [data[i] for i in range(n_images)]
     head = mask_head_class(FPN_CHANNELS, len(CLASSES), **MASK_HEAD_ARGS)
+    initial = _state(head)
     model = build_mask_rcnn(head, len(CLASSES))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -166,19 +164,19 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, see
             optimizer.step()
             schedule.step()
     box_part = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("roi_heads.mask_head.")}
-    return box_part, model.roi_heads.mask_head
+    return box_part, model.roi_heads.mask_head, _state(model.roi_heads.mask_head), initial
 
 
-def mask_logits(mask_head, features, control_seeds=(1,), real_at=0, batch_size=128):
-    """The trained mask head on RoI features Tensor[K, 64, 14, 14] (eval mode, no gradients): (mask logits
-    Tensor[K, num_classes, 28, 28], [the same with the head's weights shuffled by each of ``control_seeds``]); K > 0."""
+def mask_logits(mask_head, features, states, batch_size=128):
+    """[mask logits Tensor[K, num_classes, 28, 28] of ``mask_head`` (eval mode, no gradients) on RoI features
+    Tensor[K, 64, 14, 14] with each of ``states``]; K > 0."""
 
     def predict():
         mask_head.eval()
         with torch.no_grad():
             return torch.cat([mask_head(features[s:s + batch_size]) for s in range(0, len(features), batch_size)])
 
-    return _with_controls(predict, mask_head, control_seeds, real_at)
+    return _predict_with_states(predict, mask_head, states)
 
 
 def module_layers(module):

@@ -168,7 +168,9 @@ STEPS, LR = 300, 2e-3
 # The reference after this recipe, training seeds 0 / 1 / 2: mask AP50 0.681 / 0.636 / 0.617; a mask head that never
 # learns, whose masks fill the boxes: 0.455. The control (the mean AP50 with the head's weights shuffled, 5 shuffles)
 # of the reference: 0.19-0.43 / 0.15-0.33 / 0.00-0.12 over 10 draws each.
-AP50_BAR, MIN_DROP = 0.55, 0.1
+# The head before training (the reference, 3 initialisations x 3 trained box parts): 0.00-0.51 (masks near the boxes
+# score like boxes); a head whose masks come from a parameter training never changes scores exactly its trained AP50.
+AP50_BAR, MIN_DROP, INITIAL_MIN_DROP = 0.55, 0.1, 0.05
 
 
 @pytest.fixture(scope="module")
@@ -181,5 +183,6 @@ def trained(student):
 @pytest.mark.points(19)
 def test_trained_mask_rcnn_reaches_mask_ap50(trained, record_property):
     """Mask R-CNN (torchvision's box part, your MaskHead and maskrcnn_loss) trained by the grader's recipe: COCO mask AP50 >= 0.55 on 48 new images, masks from your trained head on RoI features, learned"""
-    record_property("feedback", f"measured: mask AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head's weights shuffled {trained[1]:.3f} (mean of 5 shuffles)")
-    assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES, what="mask head")
+    record_property("feedback", f"measured: mask AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head's weights shuffled {trained[1]:.3f} (mean of 5 shuffles), before training {trained[2]:.3f}")
+    assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, initial_min_drop=INITIAL_MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES,
+                   what="mask head")
