@@ -200,6 +200,17 @@ def mask_step(model, batch) -> torch.Tensor:
     return sum(model([im for im, _ in batch], targets).values())
 
 
+def instances(model, images, batch_size=16):
+    """Detections of a torchvision Mask R-CNN with binary masks Bool[D, H, W] (probability >= 0.5)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            for d in model([im for im in images[s:s + batch_size]]):
+                out.append({"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"], "masks": d["masks"][:, 0] >= 0.5})
+    return out
+
+
 def mask_race(sol, minutes: float, items, eval_images, eval_targets) -> dict:
     models = mask_models(sol)
     state = {}
@@ -239,7 +250,7 @@ def mask_race(sol, minutes: float, items, eval_images, eval_targets) -> dict:
     out = {}
     for name, (model, functions) in models.items():
         with functions():
-            detections = support._instances(model, eval_images)
+            detections = instances(model, eval_images)
         mask_ap, mask_ap50 = coco_ap(detections, eval_targets, "segm")
         box_ap, box_ap50 = coco_ap(detections, eval_targets, "bbox")
         s = state[name]

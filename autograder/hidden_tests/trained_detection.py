@@ -1,6 +1,11 @@
 """The trained detector tests of a3 and a4, trusted side: evaluation images and ground truth are made here,
 the worker trains the student's model (support_common.train_detector) and returns detections on the
-images only; the detections are checked, and COCO AP50 is computed here with pycocotools."""
+images only; the detections are checked, and COCO AP50 is computed here with pycocotools.
+
+The controls of every trained test (a3-a5): the trained weights shuffled here, and the weights before training,
+sent to the worker with the trained weights in a secret order (``with_controls``)."""
+import secrets
+
 import torch
 
 from autograder.client import RemoteObject
@@ -14,6 +19,35 @@ def evaluation_set(seed: int, n_images: int, image_size: int = 128, **shapes):
     data = ShapesDataset(n_images, image_size, seed=seed, **shapes)
     items = [data[i] for i in range(n_images)]
     return torch.stack([im for im, _ in items]), [t for _, t in items]
+
+
+def state_ok(state, what: str) -> dict:
+    """A state dict from the worker, checked: names -> tensors."""
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        fail(f"the training recipe got {describe(state)} as the state dict of your {what}, not names -> tensors")
+    return state
+
+
+def shuffled_state(state: dict, seed: int) -> dict:
+    """``state`` with every floating-point tensor's entries randomly permuted."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.reshape(-1)[torch.randperm(v.numel(), generator=g)].reshape(v.shape) if v.is_floating_point() else v
+            for k, v in state.items()}
+
+
+def with_controls(predict_states, trained: dict, initial: dict, shuffles: int) -> tuple:
+    """(the prediction with the trained weights, [with ``shuffles`` secret shuffles of them], with the weights before
+    training). ``predict_states(states) -> [prediction per state]`` runs in the worker; the states go in an order
+    kept here, so the worker cannot tell the real evaluation from a control except by the weights themselves."""
+    states = [("trained", trained)] + [("shuffled", shuffled_state(trained, secrets.randbits(62))) for _ in range(shuffles)] + [("initial", initial)]
+    secrets.SystemRandom().shuffle(states)
+    outputs = predict_states([state for _, state in states])
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != len(states):
+        fail(f"the grader got {describe(outputs)} from your model, not {len(states)} predictions")
+    by_kind = {}
+    for (kind, _), out in zip(states, outputs):
+        by_kind.setdefault(kind, []).append(out)
+    return by_kind["trained"][0], by_kind["shuffled"], by_kind["initial"][0]
 
 
 def detections_ok(detections, n_images):
@@ -81,25 +115,32 @@ def assert_detection_dicts(out, sizes, what: str, num_classes: int) -> None:
 
 
 def trained_ap50(student, model_class: str, *, steps: int, lr: float, eval_seed: int, eval_images: int = 64,
-                 image_size: int = 128, shapes: dict | None = None, timeout: float = 270) -> tuple[float, float]:
-    """Train ``student.<model_class>`` by the recipe in the worker; (AP50 of the trained model, AP50 of the same
-    model with its weights shuffled), both on ``eval_images`` images rendered here with a seed the worker never sees."""
+                 image_size: int = 128, shapes: dict | None = None, timeout: float = 270) -> tuple[float, float, float]:
+    """Train ``student.<model_class>`` by the recipe in the worker; AP50 of the trained model, of the same model with
+    its weights shuffled, and with its weights before training, on ``eval_images`` images rendered here with a seed
+    the worker never sees."""
     shapes = shapes or dict(min_objects=1, max_objects=3)
     images, targets = evaluation_set(eval_seed, eval_images, image_size, **shapes)
     if not isinstance(student.helper("train_detector").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
-    result = student.call_helper("train_detector", student.__getattr__(model_class).get(), images, steps=steps, lr=lr,
+    result = student.call_helper("train_detector", student.__getattr__(model_class).get(), steps=steps, lr=lr,
                                  image_size=image_size, timeout=timeout, **shapes).value
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        fail(f"the training recipe got {describe(result)} from your model, not detections")
-    trained, shuffled = (detections_ok(r, eval_images) for r in result)
-    return coco_reference(trained, targets)["AP50"], coco_reference(shuffled, targets)["AP50"]
+    if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
+        fail(f"the training recipe got {describe(result)} from your model, not a trained model")
+    model, trained, initial = result[0], state_ok(result[1], model_class), state_ok(result[2], model_class)
+    trained, (shuffled,), initial = with_controls(lambda states: student.call_helper("detect_with_states", model, images, states, timeout=120).value,
+                                                  trained, initial, shuffles=1)
+    return tuple(coco_reference(detections_ok(r, eval_images), targets)["AP50"] for r in (trained, shuffled, initial))
 
 
-def assert_learned(ap50: float, shuffled: float, bar: float, min_drop: float, n_images: int) -> None:
-    """The trained test's verdict: AP50 at least ``bar`` and at least ``min_drop`` above the shuffled control."""
+def assert_learned(ap50: float, shuffled: float, initial: float, bar: float, min_drop: float, n_images: int) -> None:
+    """The trained test's verdict: AP50 at least ``bar`` and at least ``min_drop`` above both controls (the weights
+    shuffled, the weights before training)."""
     if ap50 < bar:
         fail(f"after training, COCO AP50 is {ap50:.3f} on {n_images} validation images (need {bar})")
     if shuffled > ap50 - min_drop:
         fail(f"with its trained weights shuffled, your detector still reaches AP50 {shuffled:.3f} (trained: {ap50:.3f}): "
              "detections must come from the learned weights")
+    if initial > ap50 - min_drop:
+        fail(f"with its weights as they were before training, your detector already reaches AP50 {initial:.3f} "
+             f"(trained: {ap50:.3f}): detections must come from what it learned")

@@ -8,7 +8,6 @@ logits are pasted here with torchvision's ``paste_masks_in_image``: the worker n
 masks can only come from what the head learned (not from pixel colours found on the call stack)."""
 import contextlib
 import io
-import secrets
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 from torchvision.models.detection.transform import paste_masks_in_image
 
 from autograder.client import RemoteObject
-from autograder.hidden_tests.trained_detection import evaluation_set
+from autograder.hidden_tests.trained_detection import evaluation_set, state_ok, with_controls
 from autograder.testing import describe, fail
 from lecture_utils.data import CLASSES
 
@@ -45,35 +44,6 @@ def class_maps_ok(maps, shape) -> torch.Tensor:
     if len(maps) and (int(maps.min()) < 0 or int(maps.max()) >= len(CLASSES)):
         fail(f"predicted classes must lie in 0..{len(CLASSES) - 1}")
     return maps
-
-
-def state_ok(state, what: str) -> dict:
-    """A state dict from the worker, checked: names -> tensors."""
-    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        fail(f"the training recipe got {describe(state)} as the state dict of your {what}, not names -> tensors")
-    return state
-
-
-def shuffled(state: dict, seed: int) -> dict:
-    """``state`` with every floating-point tensor's entries randomly permuted."""
-    g = torch.Generator().manual_seed(seed)
-    return {k: v.reshape(-1)[torch.randperm(v.numel(), generator=g)].reshape(v.shape) if v.is_floating_point() else v
-            for k, v in state.items()}
-
-
-def with_controls(predict_states, trained: dict, initial: dict, shuffles: int) -> tuple:
-    """(the prediction with the trained weights, [with ``shuffles`` secret shuffles of them], with the weights before
-    training). ``predict_states(states) -> [prediction per state]`` runs in the worker; the states go in an order
-    kept here, so the worker cannot tell the real evaluation from a control except by the weights themselves."""
-    states = [("trained", trained)] + [("shuffled", shuffled(trained, secrets.randbits(62))) for _ in range(shuffles)] + [("initial", initial)]
-    secrets.SystemRandom().shuffle(states)
-    outputs = predict_states([state for _, state in states])
-    if not isinstance(outputs, (tuple, list)) or len(outputs) != len(states):
-        fail(f"the grader got {describe(outputs)} from your model, not {len(states)} predictions")
-    by_kind = {}
-    for (kind, _), out in zip(states, outputs):
-        by_kind.setdefault(kind, []).append(out)
-    return by_kind["trained"][0], by_kind["shuffled"], by_kind["initial"][0]
 
 
 def trained_miou(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> tuple[float, float, float]:
