@@ -183,19 +183,3 @@ def trained_mask_ap50(student, *, steps: int, lr: float, eval_seed: int, eval_im
     score, initial = (mask_ap50(pasted(detections, logits_ok(r, len(rois)), size), targets, size) for r in (trained, initial))
     controls = [mask_ap50(pasted(detections, logits_ok(c, len(rois)), size), targets, size) for c in controls]
     return score, float(np.mean(controls)), initial
-
-
-def assert_learned(score: float, shuffled: float, initial: float, bar: float, min_drop: float, metric: str, n_images: int, what: str,
-                   initial_min_drop: float | None = None) -> None:
-    """The trained test's verdict: ``score`` at least ``bar``, at least ``min_drop`` above the model with its trained
-    weights shuffled, and at least ``initial_min_drop`` (default ``min_drop``) above the model with its weights before
-    training (a model whose predictions come from weights it was given, not learned — a hand-set template in a
-    parameter that training never changes, say — scores as well there)."""
-    if not score >= bar:
-        fail(f"after training, {metric} is {score:.3f} on {n_images} validation images (need {bar})")
-    if not shuffled <= score - min_drop:
-        fail(f"with its trained weights shuffled, your {what} still reaches {metric} {shuffled:.3f} (trained: {score:.3f}): "
-             "the predictions must come from the learned weights")
-    if not initial <= score - (min_drop if initial_min_drop is None else initial_min_drop):
-        fail(f"with its weights as they were before training, your {what} already reaches {metric} {initial:.3f} "
-             f"(trained: {score:.3f}): the predictions must come from what it learned")

@@ -10,10 +10,11 @@ from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection import transform as tv_transform
 
 from autograder.client import RemoteObject
+from autograder.hidden_tests.trained_detection import assert_learned
 from autograder.testing import assert_inputs_unchanged, assert_remote_module, assert_vectorized, call_checked, describe, fail
 from lecture_utils.data import ShapesDataset
 
-from .evaluation import assert_learned, trained_mask_ap50
+from .evaluation import trained_mask_ap50
 from .helpers import MASK_HEAD_FORBIDDEN, call, check_output, student_vjp
 
 
