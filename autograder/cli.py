@@ -117,6 +117,37 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from autograder.report import relative, write_report
+
+    folder = Path(args.folder)
+    try:
+        index = write_report(folder, Path(args.out) if args.out else None, args.assignment, Path(args.logs) if args.logs else None)
+    except FileNotFoundError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    print(f"class report: {relative(index)} (open it in a browser)")
+    return 0
+
+
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    from autograder.report import relative
+    from autograder.similarity import check_folder
+
+    try:
+        csv_path, index, matches = check_folder(args.assignment, Path(args.folder), Path(args.out) if args.out else None,
+                                                args.threshold, args.min_overlap)
+    except FileNotFoundError as exc:
+        print(f"similarity: {exc}", file=sys.stderr)
+        return 2
+    flagged = [m for m in matches if m.flagged]
+    print(f"{len(matches)} pairs compared, {len(flagged)} flagged")
+    for m in flagged[:20]:
+        print(f"  {m.similarity:.2f}  {clean(m.a.student, 80, 1)}  {clean(m.b.student, 80, 1)}")
+    print(f"similarity: {relative(csv_path)} and {relative(index)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder", description="Grade course notebooks in a sandboxed worker.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--assignment", required=True)
     b.add_argument("--out", help="zip path (default dist/autograder-<id>.zip)")
     b.set_defaults(func=_cmd_bundle)
+
+    rp = sub.add_parser("report", help="class report (HTML with figures) from what grade-batch left in FOLDER/_grading")
+    rp.add_argument("folder", help="the folder grade-batch graded")
+    rp.add_argument("--out", help="where to write index.html and its figures (default FOLDER/_grading/report)")
+    rp.add_argument("--assignment", help="assignment id (default: found from the test names in the results)")
+    rp.add_argument("--logs", help="where grade-batch wrote results and logs, if --logs was given to it (default FOLDER/_grading)")
+    rp.set_defaults(func=_cmd_report)
+
+    sm = sub.add_parser("similarity", help="compare the graded cells of every pair of submissions (winnowing); CSV and HTML")
+    sm.add_argument("--assignment", required=True)
+    sm.add_argument("folder", help="folder of submissions, as for grade-batch")
+    sm.add_argument("--out", help="where to write similarity.csv and index.html (default FOLDER/_grading/similarity)")
+    sm.add_argument("--threshold", type=float, default=0.6, help="flag pairs at least this similar (0-1, default 0.6)")
+    sm.add_argument("--min-overlap", type=int, default=100, help="and sharing at least this many tokens (default 100)")
+    sm.set_defaults(func=_cmd_similarity)
 
     args = parser.parse_args(argv)
     return args.func(args)
