@@ -1,11 +1,15 @@
-"""Setup-cell logic: install the course helpers in Colab, check them elsewhere."""
+"""Setup-cell logic: after the notebook's first cell made sure lecture_utils is installed, say in one
+line what it did and, in Colab, warn when the runtime has no GPU."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
+from pathlib import Path
 
-from lecture_utils.config import PIP_INSTALL_TARGET
+NO_GPU_WARNING = (
+    "WARNING: this Colab runtime has no GPU; the training cells will be slow. "
+    "Runtime > Change runtime type > Hardware accelerator: a GPU (e.g. T4) > Save, then run the notebook again from the top."
+)
 
 
 def in_colab() -> bool:
@@ -18,19 +22,30 @@ def in_colab() -> bool:
         return False
 
 
-def setup(quiet: bool = True) -> str:
-    """What the first cell of every assignment does; returns a one-line status.
+def _gpu_name() -> str | None:
+    """The CUDA device's name, or None without one (imports torch: call it only in Colab)."""
+    import torch
 
-    In Colab, pip-installs ``lecture_utils`` from the course repository (see
-    ``lecture_utils.config``). Elsewhere it only checks that the package is
-    importable and tells the student how to install it if not.
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def setup(installed_from: str | None = None) -> str:
+    """The one-line status the setup cell prints; in Colab without a GPU it also prints a warning.
+
+    Args:
+        installed_from: what the cell just pip-installed (its pip arguments), or None when
+            lecture_utils was already importable and pip did not run.
     """
-    if in_colab():
-        cmd = [sys.executable, "-m", "pip", "install", PIP_INSTALL_TARGET]
-        if quiet:
-            cmd.insert(4, "-q")
-        subprocess.run(cmd, check=True)
-        return f"Colab: installed lecture_utils from {PIP_INSTALL_TARGET}"
-    if importlib.util.find_spec("lecture_utils") is None:  # pragma: no cover - we are inside it
-        raise ImportError("lecture_utils is not installed: run `make course` (or `pip install -e .`) in the course repository")
-    return "local: lecture_utils is importable"
+    import lecture_utils
+
+    version = getattr(lecture_utils, "__version__", "?")
+    where = Path(lecture_utils.__file__).parent
+    if not in_colab():
+        did = f"installed from {installed_from}" if installed_from else "already installed"
+        return f"local: lecture_utils {version} {did} ({where})"
+    did = f"installed lecture_utils {version} from {installed_from}" if installed_from else f"lecture_utils {version} already installed, nothing to do"
+    gpu = _gpu_name()
+    if gpu is None:
+        print(NO_GPU_WARNING, file=sys.stderr)
+        return f"Colab: {did}; no GPU (see the warning)"
+    return f"Colab: {did}; GPU: {gpu}"

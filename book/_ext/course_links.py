@@ -12,7 +12,8 @@ Where and by when an assignment is submitted is configured there too (``SUBMISSI
 
     {submission}`a1_pytorch`
 
-renders "Upload ``a1_pytorch_submission.ipynb`` to Gradescope by <due date>." with the link. On an
+renders "Upload ``a1_pytorch_submission.ipynb`` to Gradescope by <due date>." with the link (without
+one, ``SUBMISSION_URL = None``, it says that the instructor gives the link). On an
 assignment page (``assignments/<id>``) the download button of the page header gives the assignment
 notebook (copied into the built book as ``assignments/<id>/<id>.ipynb``), not the page's source.
 """
@@ -68,11 +69,14 @@ def submission_role(name, rawtext, text, lineno, inliner, options=None, content=
         msg = inliner.reporter.error(f"submission: no due date for {assignment} in lecture_utils/config.py DUE_DATES", line=lineno)
         return [inliner.problematic(rawtext, rawtext, msg)], [msg]
     span = nodes.inline(classes=["course-submission"])
+    # SUBMISSION_URL None (a preview published before the course link is known): no fake link
+    site = (nodes.reference(text=course.SUBMISSION_SITE, refuri=course.SUBMISSION_URL) if course.SUBMISSION_URL
+            else nodes.Text(f"{course.SUBMISSION_SITE} ({course.SUBMISSION_LINK_LATER})"))
     span += [
         nodes.Text("Upload "),
         nodes.literal(text=f"{assignment}_submission.ipynb"),
         nodes.Text(" to "),
-        nodes.reference(text=course.SUBMISSION_SITE, refuri=course.SUBMISSION_URL),
+        site,
         nodes.Text(f" (assignment {assignment}) by "),
         nodes.strong(text=due),
         nodes.Text("."),

@@ -46,14 +46,21 @@
 # `FeaturePyramidNetwork`) is allowed.
 
 # %% tags=["setup"]
-# Setup: in Colab, install the course helpers (lecture_utils). Generated from lecture_utils/config.py.
-import importlib.util, os, subprocess, sys
+# Setup: installs the course helpers (lecture_utils) in Colab, once. Generated from lecture_utils/config.py.
+import importlib, importlib.util, os, subprocess, sys
 
 COURSE_PIP = "git+https://github.com/dl4cv-course/dl4cv-part3@main"
-if ("google.colab" in sys.modules or "DL4CV_PIP_INSTALL" in os.environ) and importlib.util.find_spec("lecture_utils") is None:
+installed_from = None
+if importlib.util.find_spec("lecture_utils") is None:
+    if "google.colab" not in sys.modules and "DL4CV_PIP_INSTALL" not in os.environ:
+        raise ModuleNotFoundError(f"lecture_utils is not installed in this Python: run `pip install {COURSE_PIP}`, then restart the kernel")
     pip_args = os.environ.get("DL4CV_PIP_INSTALL", COURSE_PIP).split()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pip_args], check=True)
     importlib.invalidate_caches()
+    installed_from = " ".join(pip_args)
+import lecture_utils.colab
+
+print(lecture_utils.colab.setup(installed_from))
 
 # %% nbgrader={"grade": false, "grade_id": "imports", "locked": true, "schema_version": 3, "solution": false} tags=["preamble"]
 # Imports used by your code. The autograder runs this cell (as released) before your graded cells.
