@@ -13,7 +13,7 @@ STAMP       := $(VENV)/.installed
 ASSIGNMENTS = $(shell test -x $(PY) && $(PY) -m autograder list)
 JOBS        ?= 2
 
-.PHONY: help venv system-deps course release autograder-bundle book test test-fast bench lock clean
+.PHONY: help venv system-deps course release autograder-bundle book test test-fast bench lock clean publish
 
 help:
 	@echo "make course            create .venv, generate the student release, the autograder bundles and the book"
@@ -22,6 +22,7 @@ help:
 	@echo "make release           regenerate assignments/ from solutions/ (nbgrader)"
 	@echo "make autograder-bundle build the Gradescope autograder zips into dist/"
 	@echo "make book              build the Jupyter Book into book/_build/html"
+	@echo "make publish           write the public repository into build/public (PREVIEW=1: despite placeholders)"
 	@echo "make bench             run the benchmarks (not part of make test)"
 	@echo "assignments: $(ASSIGNMENTS)"
 
@@ -69,6 +70,14 @@ book: venv
 	$(PY) book/_ext/sync_sources.py && \
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going; \
 	echo "==> book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
+
+# The public repository (book with its Pages workflow, releases, student package `lecture_utils`,
+# README, LICENSE) in $(PUBLIC); its .git is kept. Refuses while lecture_utils/config.py holds the
+# template's placeholders (organisation, Gradescope course) unless PREVIEW=1.
+PUBLIC ?= build/public
+publish: release
+	$(PY) book/_ext/sync_sources.py
+	$(PY) -m autograder.publish --out $(PUBLIC) $(if $(PREVIEW),--preview)
 
 # The suites check the built book (links, leaks, browser), so the book is built first (cached).
 test: venv system-deps book
