@@ -99,3 +99,8 @@ lock: venv
 
 clean:
 	rm -rf book/_build dist .pytest_cache
+
+# The README's screenshots of the TA tools (class report, similarity page), rendered by headless Chromium.
+.PHONY: ta-screenshots
+ta-screenshots: venv
+	$(PY) benchmarks/ta_screenshots.py

@@ -23,15 +23,15 @@ img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figure { margin: 0; } figcaption { color: #57606a; font-size: .85rem; }
 .bad { color: #cf222e; } .ok { color: #1a7f37; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; line-height: 1.35; margin: 0; }
-.pair { display: grid; grid-template-columns: 1fr 1fr; gap: .8rem; }
+.pair { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: .8rem; }
 mark { background: #ffd8a8; } mark.m1 { background: #a5d8ff; } mark.m2 { background: #b2f2bb; } mark.m3 { background: #eebefa; }
 .msg { font-family: ui-monospace, monospace; font-size: .8rem; white-space: pre-wrap; max-width: 640px; }
 """
 
 
-def esc(text: object, limit: int = 2000) -> str:
+def esc(text: object, limit: int = 2000, max_lines: int = 40) -> str:
     """``text`` cleaned (no control characters, bounded) and escaped for HTML."""
-    return html.escape(clean(text, limit, 40))
+    return html.escape(clean(text, limit, max_lines))
 
 
 def page(title: str, body: str) -> str:

@@ -82,7 +82,7 @@ def compare(a: Code, b: Code, threshold: float = THRESHOLD, min_overlap: int = M
         return Match(a, b, 0.0, (0.0, 0.0), 0, (np.zeros((2, 0), int), np.zeros((2, 0), int)), False)
     overlap, (s1, s2), slices = compare_files(a.fingerprint, b.fingerprint)
     similarity = float(max(s1, s2))
-    return Match(a, b, similarity, (float(s1), float(s2)), int(overlap), slices, similarity >= threshold and overlap >= min_overlap)
+    return Match(a, b, similarity, (float(s1), float(s2)), int(overlap), slices, bool(similarity >= threshold and overlap >= min_overlap))
 
 
 def load_codes(assignment_id: str, folder: Path, skip: Path | None = None) -> tuple[list[Code], dict[str, str]]:
@@ -129,10 +129,14 @@ def highlighted(text: str, slices: np.ndarray) -> str:
         start, end = max(int(start), at), int(end)
         if end <= start:
             continue
-        out += [esc(text[at:start], 10**7), "<mark>", esc(text[start:end], 10**7), "</mark>"]
+        out += [_code(text[at:start]), "<mark>", _code(text[start:end]), "</mark>"]
         at = end
-    out.append(esc(text[at:], 10**7))
+    out.append(_code(text[at:]))
     return "".join(out)
+
+
+def _code(text: str) -> str:
+    return esc(text, 10**7, 10**6)
 
 
 def histogram(matches: list[Match], threshold: float, path: Path) -> str:
