@@ -13,10 +13,11 @@ STAMP       := $(VENV)/.installed
 ASSIGNMENTS = $(shell test -x $(PY) && $(PY) -m autograder list)
 JOBS        ?= 2
 
-.PHONY: help venv system-deps course release autograder-bundle book test test-fast bench lock clean publish
+.PHONY: help venv grading-deps secret system-deps course release autograder-bundle book test test-fast bench lock clean publish
 
 help:
-	@echo "make course            create .venv, generate the student release, the autograder bundles and the book"
+	@echo "make course            create .venv, set up grading (bubblewrap, course secret), the student release, the autograder bundles and the book"
+	@echo "make secret [NEW=1]    create (NEW=1: replace, for a new term) the course secret the evaluation sets come from"
 	@echo "make test              run the whole test suite (creates .venv if needed)"
 	@echo "make test-fast         the suite without tests marked slow"
 	@echo "make release           regenerate assignments/ from solutions/ (nbgrader)"
@@ -37,13 +38,27 @@ $(STAMP): pyproject.toml requirements-lock.txt
 
 venv: $(STAMP)
 
+# Grading needs bubblewrap (the worker's sandbox; without it grading refuses) and a course secret (the evaluation
+# sets are derived from it; kept out of git). Installed/created here; `python -m autograder sandbox` says what holds.
+grading-deps: venv
+	@if ! command -v bwrap >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "==> installing bubblewrap (the grading sandbox)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+		else echo "note: bubblewrap is missing and cannot be installed from here (not root, or no apt-get): grading will refuse until \`sudo apt-get install bubblewrap\`"; fi; \
+	fi
+	@$(PY) -m autograder secret
+	@echo "==> grading sandbox: $$($(PY) -m autograder sandbox | head -n 3)"
+
+secret: venv
+	$(PY) -m autograder secret $(if $(NEW),--new,)
+
 # Debian packages the tests use: bubblewrap (grading sandbox), Chromium and CJK fonts (browser check).
-# Installed when running as root with apt-get; elsewhere the grader falls back to its basic sandbox
-# and the browser check is skipped, both with a message.
+# Installed when running as root with apt-get; elsewhere grading refuses and the browser check is skipped,
+# both with a message.
 SYSTEM_PACKAGES := bubblewrap chromium fonts-noto-cjk
-system-deps:
+system-deps: grading-deps
 	@missing=""; \
-	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -52,14 +67,14 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "note: missing$$missing (install them for the full sandbox and the browser check)"; fi
 
-course: venv release autograder-bundle book
+course: venv grading-deps release autograder-bundle book
 	@echo "==> course built: assignments/, dist/autograder-*.zip, book/_build/html"
 
 release: venv
 	@echo "==> generating the student release for: $(ASSIGNMENTS)"
 	$(PY) -m autograder release $(ASSIGNMENTS)
 
-autograder-bundle: venv
+autograder-bundle: venv grading-deps
 	@echo "==> building Gradescope autograder bundles"
 	@for a in $(ASSIGNMENTS); do $(PY) -m autograder bundle --assignment $$a --out dist/autograder-$$a.zip; done
 

@@ -21,13 +21,26 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     """
     from autograder.notebook import SubmissionError
 
+    from autograder.basic_sandbox import protect
+    from autograder.sandbox import SandboxUnavailable
+    from autograder.secret import MissingSecret
+
     _tolerant_streams()
     started = time.monotonic()
     status = 0
+    _apply_sandbox_policy(args)
+    if args.out:
+        protect(Path(args.out).resolve().parent)
     try:
         from autograder.runner import grade
 
         results = grade(args.assignment, args.submission)
+    except (SandboxUnavailable, MissingSecret) as exc:  # fail closed: nothing of the submission ran
+        print(exc, file=sys.stderr)
+        if args.out:
+            _unavailable(args.assignment, started).write(args.out)
+            print(f"results written to {args.out} (grading unavailable)", file=sys.stderr)
+        return UNAVAILABLE
     except SubmissionError as exc:
         results = _not_graded(args.assignment, str(exc), started)
     except Exception as exc:  # noqa: BLE001 - the grader must still produce results.json
@@ -55,6 +68,24 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return status
 
 
+UNAVAILABLE = 2  # exit status when grading refused to run (no sandbox, no course secret)
+
+
+def _apply_sandbox_policy(args: argparse.Namespace) -> None:
+    if getattr(args, "allow_basic_sandbox", False):
+        from autograder.sandbox import allow_basic
+
+        allow_basic()
+
+
+def _unavailable(assignment_id: str, started: float) -> Results:
+    """What a student sees when the grader refused to run: no score of theirs, and whom to tell."""
+    return Results(clean(assignment_id, 100, 1), [], output=(
+        "Grading is unavailable: the autograder could not set up the protections it needs to run your code. "
+        "This is not a problem with your submission. Please tell the course staff; your submission will be graded "
+        "once they have fixed it."), execution_time=time.monotonic() - started)
+
+
 def _not_graded(assignment_id: str, reason: str, started: float) -> Results:
     """0 points with ``reason``: one line per hidden test when the suite can be listed, else none."""
     reason = clean(reason, 1000, 20)
@@ -74,10 +105,21 @@ def _tolerant_streams() -> None:
 
 
 def _cmd_grade_batch(args: argparse.Namespace) -> int:
+    from autograder.basic_sandbox import protect
     from autograder.batch import grade_batch
+    from autograder.sandbox import SandboxUnavailable, choose
+    from autograder.secret import MissingSecret, course_secret
 
     folder = Path(args.folder)
     out_dir = Path(args.logs) if args.logs else folder / "_grading"
+    _apply_sandbox_policy(args)  # inherited by each submission's grade process
+    protect(out_dir, Path(args.csv).resolve().parent)
+    try:  # refuse before any submission is touched
+        choose()
+        course_secret()
+    except (SandboxUnavailable, MissingSecret) as exc:
+        print(exc, file=sys.stderr)
+        return UNAVAILABLE
     rows = grade_batch(args.assignment, folder, Path(args.csv), jobs=args.jobs, force=args.force,
                        out_dir=out_dir, memory_gib=args.memory_gib)
     if args.gradebook:
@@ -103,6 +145,32 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
     path = build_bundle(args.assignment, Path(args.out) if args.out else None)
     print(f"Gradescope autograder bundle: {path}")
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    """Print the sandbox grading would use here, or why grading would refuse (exit status 2)."""
+    from autograder.sandbox import SandboxUnavailable, describe
+
+    _apply_sandbox_policy(args)
+    try:
+        print(describe())
+    except SandboxUnavailable as exc:
+        print(exc)
+        return UNAVAILABLE
+    return 0
+
+
+def _cmd_secret(args: argparse.Namespace) -> int:
+    """Create the course secret if it is missing (``--new``: replace it, for a new term)."""
+    from autograder.secret import create, secret_file
+
+    path, written = create(Path(args.file) if args.file else secret_file(), replace=args.new)
+    if written:
+        print(f"course secret written to {path} (mode 0600; keep it out of git, give it to every grader of the course, "
+              f"rebuild the Gradescope bundles)")
+    else:
+        print(f"course secret: {path} exists (kept; `--new` replaces it for a new term)")
     return 0
 
 
@@ -148,6 +216,10 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+BASIC_HELP = ("where bubblewrap cannot run, grade in the weaker basic sandbox instead of refusing (only on a machine that "
+              "holds nothing else secret; README: what the sandbox does, and its limits)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder", description="Grade course notebooks in a sandboxed worker.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--assignment", required=True, help="assignment id, e.g. a1_pytorch")
     g.add_argument("submission", help="the student's notebook")
     g.add_argument("--out", help="write Gradescope results.json here")
+    g.add_argument("--allow-basic-sandbox", action="store_true", help=BASIC_HELP)
     g.set_defaults(func=_cmd_grade)
 
     gb = sub.add_parser("grade-batch", help="grade every submission in a folder (parallel, resumable, CSV)")
@@ -168,7 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     gb.add_argument("--memory-gib", type=float, help="total memory budget; --jobs is reduced to fit (default 75%% of RAM)")
     gb.add_argument("--gradebook", action="store_true", help="also write the scores into nbgrader's gradebook")
     gb.add_argument("--gradebook-db", default="gradebook.db", help="the gradebook's SQLite file (default gradebook.db)")
+    gb.add_argument("--allow-basic-sandbox", action="store_true", help=BASIC_HELP)
     gb.set_defaults(func=_cmd_grade_batch)
+
+    sb = sub.add_parser("sandbox", help="print the sandbox grading uses here, or why it would refuse (exit 2)")
+    sb.add_argument("--allow-basic-sandbox", action="store_true", help=BASIC_HELP)
+    sb.set_defaults(func=_cmd_sandbox)
+
+    sc = sub.add_parser("secret", help="create the course secret the evaluation sets are derived from (kept out of git)")
+    sc.add_argument("--new", action="store_true", help="replace an existing secret (a new term); grades change with it")
+    sc.add_argument("--file", help="where to write it (default $GRADER_SECRET_FILE or .grader-secret in the course root)")
+    sc.set_defaults(func=_cmd_secret)
 
     r = sub.add_parser("release", help="regenerate assignments/<id>/ from solutions/<id>/ with nbgrader")
     r.add_argument("assignments", nargs="+")

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from autograder import sandbox
+from autograder import basic_sandbox, sandbox
 from autograder.sanitize import quoted
 from autograder.protocol import MARK, FrameEOF, FrameTimeout, check_plain, encode_frame, read_frame
 
@@ -71,9 +71,10 @@ class WorkerClient:
         try:
             self._exchange(None, self.limits.start_timeout_s, what="starting the sandboxed worker")
         except WorkerFailure as exc:
+            # No student code has run yet: the sandbox itself failed (no namespaces here?). Refuse (SandboxUnavailable),
+            # or, where the course allowed it, use the basic sandbox and say so in the results.
             if self.confinement.mode != "bubblewrap":
-                raise
-            # The sandbox itself failed (no namespaces here?): fall back, and say so in the results.
+                raise sandbox.SandboxUnavailable(f"grading refused: the basic sandbox could not start the worker ({' '.join(str(exc).split())[-300:]})") from None
             self.confinement = sandbox.fall_back(" ".join(str(exc).split())[-300:])
             self._spawn()
             self._exchange(None, self.limits.start_timeout_s, what="starting the worker")
@@ -110,9 +111,12 @@ class WorkerClient:
                 stderr=subprocess.STDOUT,
                 cwd=workdir.path,
                 env=sandbox.scrubbed_env(str(workdir.path), self.limits.threads),
-                preexec_fn=sandbox.make_preexec(self.limits, self.confinement.user, switch_user=self.confinement.mode == "basic", workdir=workdir),
+                preexec_fn=sandbox.make_preexec(self.limits, self.confinement.user, switch_user=self.confinement.mode == "basic", workdir=workdir,
+                                                confine=basic_sandbox.confine_fn(self.confinement, workdir.path)),
                 start_new_session=True,  # its own process group, killed as a whole
             )
+        except subprocess.SubprocessError as exc:  # the confinement itself failed in the child: no student code ran
+            raise sandbox.SandboxUnavailable(f"grading refused: the worker could not be confined ({exc})") from None
         finally:
             out.close()
             os.close(to_child_r)

@@ -87,22 +87,36 @@ def _read_exact(fd: int, n: int, deadline: float) -> bytes:
 
 
 PLAIN_SCALARS = (type(None), bool, int, float, str)
+MAX_NODES = 500_000  # values visited when walking one reply; a shared list counts each time it is reached
+MAX_DEPTH = 40
 
 
-def check_plain(value, depth: int = 0) -> None:
-    """Raise ValueError unless ``value`` is built only of plain tensors, scalars and containers."""
-    if depth > 40:
-        raise ValueError("reply nested too deeply")
-    if type(value) in PLAIN_SCALARS or type(value) is torch.Tensor:
-        return
-    if type(value) in (list, tuple):
-        for v in value:
-            check_plain(v, depth + 1)
-        return
-    if isinstance(value, dict) and type(value).__module__ in ("builtins", "collections"):
-        for k, v in value.items():
-            if type(k) not in PLAIN_SCALARS:
-                raise ValueError(f"reply has a dict key of type {type(k).__name__}")
-            check_plain(v, depth + 1)
-        return
-    raise ValueError(f"reply holds a {type(value).__name__}")
+def check_plain(value) -> None:
+    """Raise ValueError unless ``value`` is built only of plain tensors, scalars and containers.
+
+    The walk is bounded by the number of values *visited*, not by bytes or distinct objects: pickle shares
+    references, so a few hundred bytes can hold a list that holds the same list three times, 38 levels deep
+    (3**38 values when walked). Such a reply is refused after ``MAX_NODES`` visits, in well under a second.
+    """
+    budget = MAX_NODES
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ValueError(f"your code returned over {MAX_NODES} values (counting shared ones each time they are reached): {TOO_BIG}")
+        if depth > MAX_DEPTH:
+            raise ValueError("reply nested too deeply")
+        kind = type(item)
+        if kind in PLAIN_SCALARS or kind is torch.Tensor:
+            continue
+        if kind in (list, tuple):
+            stack.extend((v, depth + 1) for v in item)
+            continue
+        if isinstance(item, dict) and kind.__module__ in ("builtins", "collections"):
+            for k, v in item.items():
+                if type(k) not in PLAIN_SCALARS:
+                    raise ValueError(f"reply has a dict key of type {type(k).__name__}")
+                stack.append((v, depth + 1))
+            continue
+        raise ValueError(f"reply holds a {kind.__name__}")

@@ -22,6 +22,7 @@ from autograder.sanitize import clean, one_line, quoted
 from autograder.client import GraderError, StudentError, StudentProxy, WorkerClient, WorkerFailure
 from autograder.notebook import SubmissionError, extract, preamble_sources, read_submission
 from autograder.results import Results, TestResult
+from autograder.secret import course_secret
 
 FEEDBACK_LIMIT = 1500
 
@@ -83,6 +84,7 @@ class GradingPlugin(SuiteChecks):
         self._client = client
         self.results: list[TestResult] = []
         self.grader_errors: list[str] = []
+        self.sandbox_failure: sandbox.SandboxUnavailable | None = None
 
     @pytest.fixture(scope="session")
     def student(self) -> StudentProxy:
@@ -114,6 +116,8 @@ class GradingPlugin(SuiteChecks):
             else:
                 if call.excinfo is not None and isinstance(call.excinfo.value, GraderError):
                     self.grader_errors.append(f"{item.name}: {call.excinfo.value}")
+                if call.excinfo is not None and isinstance(call.excinfo.value, sandbox.SandboxUnavailable):
+                    self.sandbox_failure = call.excinfo.value
                 self.results.append(TestResult(name, 0.0, points, feedback(call.excinfo), status="failed"))
 
 
@@ -209,6 +213,10 @@ def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | N
     started = time.monotonic()
     a = assignments.get(assignment_id)
     parts = None if parts is None else list(parts)
+    # Fail closed before anything of the submission is read: no sandbox that protects the grader, or no course secret
+    # for the evaluation sets, and nothing is graded (SandboxUnavailable, MissingSecret).
+    sandbox.choose()
+    course_secret()
     try:
         notebook = read_submission(submission)
     except SubmissionError as exc:
@@ -228,6 +236,8 @@ def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | N
             notes.append("running your notebook's graded cells failed:\n" + quoted(exc))
         plugin = GradingPlugin(a, student, client, parts, skip)
         _run_pytest(a, [plugin])
+        if plugin.sandbox_failure is not None:  # a restarted worker could not be confined: no grade at all
+            raise plugin.sandbox_failure
         if client.restarts:
             notes.append(f"the worker running your code was restarted {client.restarts} time(s) after a crash or timeout")
     _raise_on_suite_errors(a, plugin.collection_errors)

@@ -36,6 +36,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,14 +90,39 @@ def scrubbed_env(home: str, threads: int) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- which confinement
+POLICY_ENV = "GRADER_SANDBOX"  # strong (default) | allow-basic (--allow-basic-sandbox) | basic (always basic)
+BWRAP_ENV = "GRADER_BWRAP"  # the bubblewrap binary (default: bwrap on PATH); tests point it elsewhere to hide it
+POLICIES = ("strong", "allow-basic", "basic")
+
+
+class SandboxUnavailable(RuntimeError):
+    """No sandbox that protects the grader can be set up here: no student code may run (fail closed)."""
+
+
 @dataclass(frozen=True)
 class Confinement:
     mode: str  # "bubblewrap" | "basic"
-    user: pwd.struct_passwd | None  # the account the worker runs as, None = the grader's own
+    user: pwd.struct_passwd | None  # the account the worker runs as, None = the grader's own (never root)
     note: str = ""  # why a weaker mode was chosen
+    landlock_abi: int = 0  # basic mode: the worker confines its filesystem view with Landlock (0: not available)
 
 
 _CHOICE: dict[str, Confinement] = {}
+
+
+def policy() -> str:
+    value = os.environ.get(POLICY_ENV, "strong")
+    value = "strong" if value in ("", "auto") else value
+    if value not in POLICIES:
+        raise SandboxUnavailable(f"{POLICY_ENV}={value!r} is not a sandbox policy: use one of {', '.join(POLICIES)}")
+    return value
+
+
+def allow_basic() -> None:
+    """The TA's opt-in (--allow-basic-sandbox): the basic sandbox where bubblewrap cannot run. Inherited by batch jobs."""
+    if policy() == "strong":
+        os.environ[POLICY_ENV] = "allow-basic"
+        _CHOICE.clear()
 
 
 def _nobody() -> pwd.struct_passwd | None:
@@ -109,53 +135,115 @@ def _nobody() -> pwd.struct_passwd | None:
 
 
 def choose() -> Confinement:
-    """The strongest confinement available here (cached for the process)."""
+    """The confinement grading uses here (cached for the process): bubblewrap, or the basic sandbox where the course
+    opted in to it. Raises SandboxUnavailable, with what is missing and the fix, where neither can protect the grader."""
     if "choice" not in _CHOICE:
-        requested = os.environ.get("GRADER_SANDBOX", "auto")
-        if requested != "basic" and shutil.which("bwrap") and (os.geteuid() != 0 or shutil.which("setpriv")):
-            _CHOICE["choice"] = Confinement("bubblewrap", _nobody())
+        wanted = policy()
+        if wanted == "basic":
+            _CHOICE["choice"] = _basic(f"{POLICY_ENV}=basic")
         else:
-            why = "GRADER_SANDBOX=basic" if requested == "basic" else "bubblewrap is not installed (apt-get install bubblewrap)"
-            _CHOICE["choice"] = _basic(why)
+            problem = bubblewrap_problem()
+            if problem is None:
+                _CHOICE["choice"] = Confinement("bubblewrap", _nobody())
+            elif wanted == "allow-basic":
+                _CHOICE["choice"] = _basic(problem[0])
+            else:
+                raise SandboxUnavailable(refusal(*problem))
     return _CHOICE["choice"]
 
 
 def fall_back(reason: str) -> Confinement:
-    """Called when a bubblewrap worker could not start: use the basic mode from now on."""
-    _CHOICE["choice"] = _basic(f"bubblewrap could not start the worker ({reason})")
+    """Called when a bubblewrap worker could not start: the basic sandbox if the course allows it, else refuse."""
+    problem = (f"bubblewrap could not start the worker ({reason})", NAMESPACES_FIX)
+    if policy() == "strong":
+        _CHOICE.clear()
+        raise SandboxUnavailable(refusal(*problem))
+    _CHOICE["choice"] = _basic(problem[0])
     return _CHOICE["choice"]
 
 
-def _basic(note: str) -> Confinement:
+def refusal(problem: str, fix: str) -> str:
+    return (f"grading refused: the strong sandbox for students' code cannot be set up here, and no student code runs without it.\n"
+            f"  what is missing: {problem}\n"
+            f"  fix: {fix}\n"
+            f"  or, only on a machine that holds nothing else secret, allow the weaker basic sandbox with "
+            f"--allow-basic-sandbox (README, \"What the sandbox does, and its limits\").")
+
+
+def _sudo() -> str:
+    return "" if os.geteuid() == 0 else "sudo "
+
+
+NAMESPACES_FIX = ("let bubblewrap create namespaces: run the grader as root, or enable unprivileged user namespaces "
+                  "(Debian: `sudo sysctl -w kernel.unprivileged_userns_clone=1`; Ubuntu 24.04: "
+                  "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`); in a container, allow them "
+                  "(e.g. docker run --security-opt seccomp=unconfined --security-opt apparmor=unconfined)")
+
+
+def bwrap_binary() -> str | None:
+    configured = os.environ.get(BWRAP_ENV)
+    if configured:
+        return configured if os.path.isfile(configured) and os.access(configured, os.X_OK) else None
+    return shutil.which("bwrap")
+
+
+def bubblewrap_problem() -> tuple[str, str] | None:
+    """None when bubblewrap can confine a worker here; else (what is missing, the command that fixes it)."""
+    bwrap = bwrap_binary()
+    if bwrap is None:
+        where = f" (at {os.environ[BWRAP_ENV]}, from ${BWRAP_ENV})" if os.environ.get(BWRAP_ENV) else ""
+        return f"bubblewrap is not installed{where}", f"`{_sudo()}apt-get install bubblewrap` (or `make system-deps` as root)"
+    if os.geteuid() == 0 and (shutil.which("setpriv") is None or _nobody() is None):
+        return ("the worker cannot drop root inside bubblewrap (setpriv from util-linux, or the user nobody, is missing)",
+                "`apt-get install util-linux` and make sure the user `nobody` exists")
+    args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", *_system_dirs(), "--dev", "/dev"]
     user = _nobody()
-    if user is not None and not _can_run_python_as(user):
-        user = None
-        note += "; the Python environment is not readable by nobody, so the worker runs as root"
-    return Confinement("basic", user, note)
-
-
-def _can_run_python_as(user: pwd.struct_passwd) -> bool:
+    if user is not None:
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "setpriv", f"--reuid={user.pw_uid}",
+                 f"--regid={user.pw_gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
     try:
-        probe = subprocess.run(
-            [sys.executable, "-I", "-c", "import torch"],
-            preexec_fn=make_preexec(Limits(), user, switch_user=True, workdir=None),
-            cwd="/", env=scrubbed_env("/tmp", 1), capture_output=True, timeout=120,
-        )
-        return probe.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        run = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bubblewrap ({bwrap}) could not run: {exc}", NAMESPACES_FIX
+    if run.returncode != 0:
+        said = " ".join((run.stderr or run.stdout).split())[-300:] or f"exit status {run.returncode}"
+        return f"bubblewrap ({bwrap}) cannot create its namespaces here: {said}", NAMESPACES_FIX
+    return None
+
+
+def _system_dirs() -> list[str]:
+    """bwrap arguments for /bin, /lib ... as the host has them (symlinks into /usr, or directories)."""
+    args: list[str] = []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return args
+
+
+def _basic(note: str) -> Confinement:
+    """The basic sandbox, after proving here that it protects the grader; SandboxUnavailable where it cannot."""
+    from autograder import basic_sandbox
+
+    return basic_sandbox.confinement(note)
 
 
 def describe(limits: Limits | None = None) -> str:
-    """One line on how the worker is confined here (for logs and the TA)."""
+    """One line on how the worker is confined here (for logs and the TA); raises SandboxUnavailable like choose()."""
     limits = limits or Limits()
     c = choose()
-    who = f"as user {c.user.pw_name}" if c.user else ("as root" if os.geteuid() == 0 else "as the current user")
+    who = f"as user {c.user.pw_name}" if c.user else "as the current user"
     if c.mode == "bubblewrap":
         text = (f"worker sandbox: bubblewrap (own mount/PID/network namespaces, minimal read-only filesystem, "
                 f"{_mib(limits.disk_bytes)} MiB of disk) {who}, rlimits, scrubbed environment")
     else:
-        text = f"worker sandbox: basic (temp dir, rlimits, scrubbed environment) {who} — {c.note}"
+        from autograder import landlock
+
+        view = landlock.describe(c.landlock_abi) if c.landlock_abi else "file permissions only"
+        text = (f"worker sandbox: BASIC (opted in; temp dir, {view}, rlimits, scrubbed environment; the grader's files "
+                f"checked unreadable) {who} — {c.note}")
     return f"{text}; {cgroup_support().describe(limits)}"
 
 
@@ -545,8 +633,10 @@ class WorkDir:
 _LAST = object()
 
 
-def make_preexec(limits: Limits, user: pwd.struct_passwd | None, switch_user: bool, workdir: WorkDir | None | object = _LAST):
-    """Run in the child between fork and exec: join the worker's cgroup, rlimits, then (basic mode) the user switch.
+def make_preexec(limits: Limits, user: pwd.struct_passwd | None, switch_user: bool, workdir: WorkDir | None | object = _LAST,
+                 confine: Callable[[], None] | None = None):
+    """Run in the child between fork and exec: join the worker's cgroup, rlimits, ``confine`` (basic mode: Landlock),
+    then (basic mode) the user switch; a basic worker that would still be root is refused.
 
     ``workdir``: the worker's WorkDir, whose cgroup the child joins; by default the WorkDir made last
     in this thread (so a client that does not pass it still gets the cgroup); None: no cgroup.
@@ -569,10 +659,14 @@ def make_preexec(limits: Limits, user: pwd.struct_passwd | None, switch_user: bo
         # cgroup bounds this worker's tasks, it is the bound and the per-user limit is not narrowed.
         limit = nproc_hard if joined and cgroup.bounds_tasks else nproc
         resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        if confine is not None:
+            confine()
         if switch_user and user is not None:
             os.setgroups([])
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
+        if switch_user and (os.getuid() == 0 or os.geteuid() == 0):
+            raise PermissionError("the basic sandbox never runs students' code as root")
 
     return preexec
 
@@ -710,13 +804,8 @@ def bwrap_prefix(workdir: WorkDir, user: pwd.struct_passwd | None, limits: Limit
     """bubblewrap's arguments: namespaces, the read-only system and Python view, the worker's tmpfs."""
     limits = limits or workdir.limits
     view = python_view()
-    args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
+    args = [bwrap_binary() or "bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", *_system_dirs()]
     for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime"):
         args += ["--ro-bind-try", etc, etc]
     # No procfs: its mount table and /proc/1/cmdline would name host paths. PyTorch's CPU detection reads cpuinfo.

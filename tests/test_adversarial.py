@@ -16,8 +16,9 @@ from autograder import sandbox
 from conftest import ROOT, cell_by_id, release_nb, solution_nb, with_cells
 
 A1 = "a1_pytorch"
-BUBBLEWRAP = sandbox.choose().mode == "bubblewrap"
-needs_bubblewrap = pytest.mark.skipif(not BUBBLEWRAP, reason="needs the bubblewrap sandbox: " + sandbox.choose().note)
+BUBBLEWRAP_PROBLEM = sandbox.bubblewrap_problem()  # grading refuses without it; these tests say why they cannot run
+BUBBLEWRAP = BUBBLEWRAP_PROBLEM is None
+needs_bubblewrap = pytest.mark.skipif(not BUBBLEWRAP, reason=f"needs the bubblewrap sandbox: {BUBBLEWRAP_PROBLEM}")
 
 
 def sol(gid: str) -> str:
@@ -90,6 +91,20 @@ data = pickle.dumps({"ok": True, "cells": [], "value": Boom()})
 os.write(int(sys.argv[2]), struct.pack(">Q", len(data)) + data)
 '''
 
+# A reply frame written straight to the pipe: a list that holds the same list three times, 38 levels deep. A few hundred
+# bytes pickled, 3**38 values when walked: the grader must refuse it after a bounded walk, not hang.
+REPLY_BOMB = r'''
+import io, os, struct, sys, time, torch
+def _bomb_and_wait():
+    value = []
+    for _ in range(38):
+        value = [value, value, value]
+    buf = io.BytesIO()
+    torch.save({"ok": True, "value": value}, buf)
+    os.write(int(sys.argv[2]), struct.pack(">Q", len(buf.getvalue())) + buf.getvalue())
+    time.sleep(60)
+'''
+
 CHEAT_TENSOR = '''
 class Cheat(torch.Tensor):
     def __eq__(self, other):
@@ -110,6 +125,7 @@ CASES = {
     "memory_blow_up": ("solution", {"manual_step": replaced("manual_step", "    pre_act = x.mm(w1)", "    torch.empty(40 * 2**30, dtype=torch.uint8).fill_(1)\n    pre_act = x.mm(w1)")}, 85, "memory", False),
     "monkeypatching_torch_and_builtins": ("release", {"manual_step": MONKEYPATCH}, 0, "", True),
     "tensor_subclass_with_custom_eq": ("solution", {"sigmoid": CHEAT_TENSOR + replaced("sigmoid", "    return Sigmoid.apply(x)\n", "    return Sigmoid.apply(x).as_subclass(Cheat)\n")}, 98, "expected a Tensor", False),
+    "reply_bomb_of_shared_lists": ("solution", {"sigmoid": REPLY_BOMB + replaced("sigmoid", "    return Sigmoid.apply(x)\n", "    _bomb_and_wait()\n")}, 98, "counting shared ones", True),
     "pickle_frame_on_the_pipe": ("release", {"manual_step": PICKLE_FRAME}, 0, "torch.save", False),
     "printing_100_MB": ("solution", {"sigmoid": replaced("sigmoid", "    return Sigmoid.apply(x)\n", "    import sys\n    sys.stdout.write('x' * (100 * 2**20))\n    sys.stdout.flush()\n    return Sigmoid.apply(x)\n")}, 98, "File too large", False),
     "calling_torch_optim_where_forbidden": ("solution", {"optimizers": replaced(

@@ -8,14 +8,15 @@ import re
 
 import pytest
 
+from autograder.secret import evaluation_seed
 from conftest import ROOT, solution_nb, with_cells
 
 
 def eval_seed(test_file: str) -> int:
-    """The secret evaluation seed of a trained test (read from its file: importing a hidden test module here would
-    need the grader's pytest markers)."""
+    """The secret evaluation seed of a trained test: derived from the course secret and the set's name, which is read
+    from the test's file (importing a hidden test module here would need the grader's pytest markers)."""
     text = (ROOT / "autograder" / "hidden_tests" / test_file).read_text()
-    return int(re.search(r"^EVAL_SEED, EVAL_IMAGES = (0x[0-9A-Fa-f]+|[0-9_]+),", text, re.M).group(1), 0)
+    return evaluation_seed(re.search(r'^EVAL_SET, EVAL_IMAGES = "([a-z0-9_/]+)",', text, re.M).group(1))
 
 
 A2_EVAL_SEED = eval_seed("a2_detection_basics/test_part6_single_object.py")

@@ -6,6 +6,7 @@ import torchvision.ops as tv
 
 from autograder.client import RemoteObject
 from lecture_utils.data import ShapesDataset
+from autograder.secret import evaluation_seed
 from autograder.testing import assert_tensor, describe, fail
 
 SHAPES = dict(min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
@@ -63,10 +64,10 @@ def test_detector_outputs(student):
         fail(f"boxes should be Tensor[3, 4] with values in [0, 1], got {describe(boxes)}")
 
 
-# Evaluation data made here, in the trusted process; its seed is not visible to the worker.
+# Evaluation data made here, in the trusted process; its seed comes from the course secret (autograder.secret) and is never sent to the worker.
 # A 62-bit seed: the renderer is public, so a small seed could be found by rendering candidates until one
 # matches an evaluation image (and with it the ground truth).
-EVAL_SEED, EVAL_IMAGES = 0x0EFCE61BFACB7586, 128
+EVAL_SET, EVAL_IMAGES = "a2_detection_basics/single_object", 128  # its seed: evaluation_seed(EVAL_SET), from the course secret
 ACCURACY_BAR, IOU_BAR, MIN_DROP = 0.6, 0.55, 0.15
 
 
@@ -77,7 +78,7 @@ def trained_single_object(student):
     Returns {"trained": (accuracy, mean IoU), "shuffled": (accuracy, mean IoU)}; "shuffled" is the
     same model with its trained weights permuted, which must score clearly worse (a hand-written
     detector that does not learn gets no points)."""
-    data = ShapesDataset(EVAL_IMAGES, 64, seed=EVAL_SEED, **SHAPES)
+    data = ShapesDataset(EVAL_IMAGES, 64, seed=evaluation_seed(EVAL_SET), **SHAPES)
     items = [data[i] for i in range(EVAL_IMAGES)]
     images = torch.stack([im for im, _ in items])
     labels = torch.stack([t["labels"][0] for _, t in items])
