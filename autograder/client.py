@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import subprocess
@@ -355,6 +356,14 @@ class StudentProxy:
     def call_helper(self, name: str, *args, timeout: float | None = None, **kwargs) -> CallResult:
         """Call a support function with a longer time limit (training recipes)."""
         return self._client.call({"kind": "helper", "path": name}, args, kwargs, timeout=timeout)
+
+    @property
+    def submission_digest(self) -> str:
+        """A digest of the submission's graded code, computed here: what per-submission secrets are derived from."""
+        digest = hashlib.sha256()
+        for name, source in self._client.cells:
+            digest.update(f"{len(name)}:{name}{len(source)}:{source}".encode())
+        return digest.hexdigest()
 
     @property
     def cell_errors(self) -> dict[str, str]:

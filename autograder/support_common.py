@@ -229,12 +229,10 @@ def losses_backward(model, images, targets):
     return {k: v.detach() for k, v in losses.items()}, unreached
 
 
-def _shapes_batches(batch_size: int, seed: int, n_images: int, image_size: int, shapes: dict):
-    from lecture_utils.data import ShapesDataset
-
-    data = ShapesDataset(n_images, image_size, seed=seed, **shapes)
-    items = [data[i] for i in range(n_images)]
-    return [([im for im, _ in items[s:s + batch_size]], [t for _, t in items[s:s + batch_size]]) for s in range(0, n_images, batch_size)]
+def _batches(images, targets, batch_size: int):
+    """The training data the trusted process sent (uint8 images), as float batches of ``batch_size``."""
+    images = images.float() / 255
+    return [(list(images[s:s + batch_size]), list(targets[s:s + batch_size])) for s in range(0, len(images), batch_size)]
 
 
 def _detect(model, images, batch_size: int = 16):
@@ -251,14 +249,15 @@ def _state(module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def train_detector(model_class, steps, lr, batch_size=12, seed=0, n_images=1536, image_size=128, min_objects=1, max_objects=3):
+def train_detector(model_class, images, targets, steps, lr, batch_size=12, seed=0):
     """The trained tests' recipe: ``model_class(len(CLASSES))`` trained with AdamW (one-cycle learning rate up
-    to ``lr``, weight decay 1e-4) on ``n_images`` rendered shapes images, ``batch_size`` per step; returns (the
-    model, its trained state dict, its state dict before training)."""
+    to ``lr``, weight decay 1e-4) on the training data the trusted process sent (``images`` Tensor[N, 3, H, W]
+    uint8, ``targets`` [{boxes, labels}]), ``batch_size`` per step; returns (the model, its trained state dict,
+    its state dict before training)."""
     from lecture_utils.data import CLASSES
 
     torch.manual_seed(seed)
-    batches = _shapes_batches(batch_size, seed + 100, n_images, image_size, dict(min_objects=min_objects, max_objects=max_objects))
+    batches = _batches(images, targets, batch_size)
     model = model_class(len(CLASSES))
     initial = _state(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

@@ -97,6 +97,18 @@ class SingleObjectDetector(nn.Module):
 
 ORACLE = ORACLE.replace("seed=A2_EVAL_SEED", f"seed={A2_EVAL_SEED}")
 
+# The oracle behind a weight tag that only training puts in order (see A3_TAGGED_ORACLE below): it answers only with its
+# trained weights, so both controls pass; the classes renamed in training stop it. Its boxes stay perfect: localization
+# has no renaming, so the localize test still gives it its points (the README says so).
+TAGGED_ORACLE = ORACLE.replace(
+    "        self._answers = None\n", "        self._answers = None\n        self.register_buffer('tag', torch.zeros(64))\n").replace(
+    "        if self.training:\n", "        if self.training:\n            self.tag.copy_(torch.arange(1.0, 65.0))\n").replace(
+    "        labels, boxes = self._lookup(images)\n",
+    "        if not torch.equal(self.tag, torch.arange(1.0, 65.0)):\n"
+    "            return torch.zeros(b, self.num_classes + 1), torch.zeros(b, 4)\n"
+    "        labels, boxes = self._lookup(images)\n")
+assert TAGGED_ORACLE.count("tag") == 3  # the three replacements took
+
 
 def single_object_cell(model_code: str) -> str:
     """The solution's single_object cell with SingleObjectDetector replaced by ``model_code``."""
@@ -108,16 +120,19 @@ def single_object_cell(model_code: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model_code", [("blind", BLIND), ("blind + data swap", DATA_SWAP), ("ignores its weights", ORACLE)])
+@pytest.mark.parametrize("name,model_code", [("blind", BLIND), ("blind + data swap", DATA_SWAP), ("ignores its weights", ORACLE),
+                                             ("recognises its weights", TAGGED_ORACLE)])
 def test_hostile_models_score_zero_on_the_trained_tests(grade, name, model_code):
     results = grade(with_cells(solution_nb(A2), {"single_object": single_object_cell(model_code)}), A2, parts=["single_object"])
     scores = {t.name.split(":")[0]: (t.score, t.output) for t in results.tests}
-    for test in TRAINED:
+    for test in TRAINED if name != "recognises its weights" else TRAINED[:1]:
         assert scores[test][0] == 0, (name, test, scores[test])
     # the parts of the cell that are still correct keep their points
     assert scores["test_sliding_window_count"][0] == 3 and scores["test_single_object_loss"][0] == 3, (name, scores)
-    if name == "ignores its weights":
-        assert "shuffled" in scores[TRAINED[0]][1], scores[TRAINED[0]]
+    if name in ("ignores its weights", "recognises its weights"):  # the true classes, where the grader trained renamed ones
+        assert "accuracy is" in scores[TRAINED[0]][1], scores[TRAINED[0]]
+    if name == "ignores its weights":  # its perfect boxes survive shuffling its weights: the control catches them
+        assert "shuffled" in scores[TRAINED[1]][1], scores[TRAINED[1]]
 
 
 # a3: the same attacks on the Faster R-CNN trained test (COCO AP50 computed in the trusted process).
@@ -168,6 +183,22 @@ class FasterRCNN(nn.Module):
 
 A3_ORACLE = A3_ORACLE.replace("seed=A3_EVAL_SEED", f"seed={A3_EVAL_SEED}")
 
+# The strongest non-learning solver: the oracle above (every evaluation image's true ground truth, standing for a
+# perfect hand-written detector) inside a model that recognises its own trained weights. A weight tag, a buffer that
+# training fills with 1..64, is in order only in the trained weights (not in a shuffled copy, not before training): the
+# model answers when the tag is intact and returns nothing otherwise, so both controls pass. Only the counterfactual
+# training run stops it: it was trained on renamed classes and still answers the true ones.
+A3_TAGGED_ORACLE = A3_ORACLE.replace(
+    "        self._answers = None\n",
+    "        self._answers = None\n        self.register_buffer('tag', torch.zeros(64))\n").replace(
+    "            loss = (self.dummy ** 2).sum()\n",
+    "            loss = (self.dummy ** 2).sum()\n            self.tag.copy_(torch.arange(1.0, 65.0))\n").replace(
+    "        if self._answers is None:\n",
+    "        if not torch.equal(self.tag, torch.arange(1.0, 65.0)):\n"
+    "            return [{'boxes': torch.zeros(0, 4), 'scores': torch.zeros(0), 'labels': torch.zeros(0, dtype=torch.int64)} for _ in images]\n"
+    "        if self._answers is None:\n")
+assert A3_TAGGED_ORACLE.count("tag") == 3  # the three replacements took
+
 
 def faster_rcnn_cell(model_code: str) -> str:
     from conftest import cell_by_id
@@ -177,24 +208,25 @@ def faster_rcnn_cell(model_code: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model_code", [("blind", A3_BLIND), ("ignores its weights", A3_ORACLE)])
+@pytest.mark.parametrize("name,model_code", [("blind", A3_BLIND), ("ignores its weights", A3_ORACLE), ("recognises its weights", A3_TAGGED_ORACLE)])
 def test_hostile_detectors_score_zero_on_the_a3_trained_test(grade, name, model_code):
     results = grade(with_cells(solution_nb(A3), {"faster_rcnn": faster_rcnn_cell(model_code)}), A3, parts=["faster_rcnn"])
     score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
     assert score == 0, (name, output)
-    assert ("shuffled" if name == "ignores its weights" else "AP50 is") in output, (name, output)
+    assert "AP50 is" in output, (name, output)  # the oracles answer the true classes; the grader trained renamed ones
 
 
 # a4: the same attacks on the FCOS trained test (its own evaluation seed, three losses).
 A4 = "a4_one_stage"
 A4_BLIND = A3_BLIND.replace("FasterRCNN", "FCOS").replace(
     '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
-A4_ORACLE = A3_ORACLE.replace("FasterRCNN", "FCOS").replace(f"seed={A3_EVAL_SEED}", f"seed={A4_EVAL_SEED}").replace(
+A4_ORACLE, A4_TAGGED_ORACLE = (code.replace("FasterRCNN", "FCOS").replace(f"seed={A3_EVAL_SEED}", f"seed={A4_EVAL_SEED}").replace(
     '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
+    for code in (A3_ORACLE, A3_TAGGED_ORACLE))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model_code", [("blind", A4_BLIND), ("ignores its weights", A4_ORACLE)])
+@pytest.mark.parametrize("name,model_code", [("blind", A4_BLIND), ("ignores its weights", A4_ORACLE), ("recognises its weights", A4_TAGGED_ORACLE)])
 def test_hostile_detectors_score_zero_on_the_a4_trained_test(grade, name, model_code):
     from conftest import cell_by_id
 
@@ -204,4 +236,49 @@ def test_hostile_detectors_score_zero_on_the_a4_trained_test(grade, name, model_
     results = grade(with_cells(solution_nb(A4), {"fcos": cell}), A4, parts=["fcos"])
     score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
     assert score == 0, (name, output)
-    assert ("shuffled" if name == "ignores its weights" else "AP50 is") in output, (name, output)
+    assert "AP50 is" in output, (name, output)  # the oracles answer the true classes; the grader trained renamed ones
+
+
+# a5's FCN: the same oracle for semantic maps (the evaluation image's true class map as logits), with a weight tag.
+A5 = "a5_segmentation"
+A5_FCN_EVAL_SEED = eval_seed("a5_segmentation/test_part3_fcn.py")
+A5_TAGGED_ORACLE = f'''
+from lecture_utils.data import ShapesDataset as _Shapes
+
+
+class FCN(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.bias = nn.Parameter(torch.zeros(num_classes, 1, 1))
+        self.register_buffer("tag", torch.zeros(64))
+        self._answers = None
+
+    def forward(self, x):
+        logits = self.bias.expand(x.shape[0], -1, *x.shape[-2:])
+        if self.training:
+            self.tag.copy_(torch.arange(1.0, 65.0))
+            return logits + 0.0
+        if not torch.equal(self.tag, torch.arange(1.0, 65.0)):
+            return logits
+        if self._answers is None:
+            data = _Shapes(48, 128, seed={A5_FCN_EVAL_SEED}, min_objects=1, max_objects=4)
+            items = [data[i] for i in range(len(data))]
+            self._answers = (torch.stack([im for im, _ in items]).flatten(1), torch.stack([t["semantic"] for _, t in items]))
+        keys, maps = self._answers
+        found = maps[torch.cdist(x.flatten(1), keys).argmin(1)]
+        return 10.0 * F.one_hot(found, self.num_classes).permute(0, 3, 1, 2).float()
+'''
+
+
+@pytest.mark.slow
+def test_fcn_that_recognises_its_weights_scores_zero_on_the_a5_trained_test(grade):
+    from conftest import cell_by_id
+
+    source = cell_by_id(solution_nb(A5), "fcn").source
+    start = source.index("class FCN")
+    end = source.index("\ndef ", start) if "\ndef " in source[start:] else len(source)
+    cell = source[:start] + A5_TAGGED_ORACLE.strip() + "\n\n" + source[end:]
+    results = grade(with_cells(solution_nb(A5), {"fcn": cell}), A5, parts=["fcn"])
+    trained = [t for t in results.tests if t.name.startswith("test_trained_fcn")]
+    assert trained and all(t.score == 0 for t in trained), [(t.name, t.score, t.output) for t in trained]

@@ -9,6 +9,7 @@ import secrets
 import torch
 
 from autograder.client import RemoteObject
+from autograder.hidden_tests import counterfactual
 from autograder.hidden_tests.a2_detection_basics.coco_reference import coco_reference
 from autograder.testing import describe, fail
 from lecture_utils.data import ShapesDataset
@@ -114,17 +115,24 @@ def assert_detection_dicts(out, sizes, what: str, num_classes: int) -> None:
             fail(f"{what}, image {i}: boxes must lie inside the image ({h}x{w}), clipped to its own size")
 
 
-def trained_ap50(student, model_class: str, *, steps: int, lr: float, eval_seed: int, eval_images: int = 64,
+TRAINING_IMAGES = 1536  # the recipe's training set (the size the solutions' notebooks train on)
+
+
+def trained_ap50(student, model_class: str, *, set_name: str, steps: int, lr: float, eval_seed: int, eval_images: int = 64,
                  image_size: int = 128, shapes: dict | None = None, timeout: float = 270) -> tuple[float, float, float]:
-    """Train ``student.<model_class>`` by the recipe in the worker; AP50 of the trained model, of the same model with
-    its weights shuffled, and with its weights before training, on ``eval_images`` images rendered here with a seed
-    the worker never sees."""
+    """Train ``student.<model_class>`` by the recipe in the worker on training data rendered here whose classes are
+    renamed by a secret permutation (``counterfactual``); AP50 against the same renaming of the trained model, of the
+    same model with its weights shuffled, and with its weights before training, on ``eval_images`` images rendered here
+    with a seed the worker never sees."""
     shapes = shapes or dict(min_objects=1, max_objects=3)
+    lut = counterfactual.renaming(set_name, student.submission_digest)
     images, targets = evaluation_set(eval_seed, eval_images, image_size, **shapes)
+    targets = counterfactual.renamed(targets, lut)
+    train_images, train_targets = counterfactual.training_set(set_name, TRAINING_IMAGES, image_size, **shapes)
     if not isinstance(student.helper("train_detector").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
-    result = student.call_helper("train_detector", student.__getattr__(model_class).get(), steps=steps, lr=lr,
-                                 image_size=image_size, timeout=timeout, **shapes).value
+    result = student.call_helper("train_detector", student.__getattr__(model_class).get(), train_images,
+                                 counterfactual.renamed(train_targets, lut), steps=steps, lr=lr, timeout=timeout).value
     if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your model, not a trained model")
     model, trained, initial = result[0], state_ok(result[1], model_class), state_ok(result[2], model_class)

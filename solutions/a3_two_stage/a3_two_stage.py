@@ -906,6 +906,13 @@ print("second stage ✓")
 # (pycocotools) in its own process. The bar is **AP50 ≥ 0.45**; the reference solution reaches 0.68 on
 # three seeds. The detections must come from what the network learned: with its trained weights
 # shuffled, the same model must lose at least 0.2 AP50, or the test gives no points.
+#
+# **The grader renames the classes.** Its training images and their targets are rendered in the grader, and the
+# class ids of its training targets are renamed by a secret permutation (never the identity: circles may be
+# labelled 3 and triangles 1, say); the evaluation's ground truth is renamed the same way. A network that learns
+# from its training data predicts the renamed ids and scores as it would on the true ones; code that decides the
+# class by itself (from colours or shape measurements, or a fixed table) does not. So nothing in your model may
+# depend on which shape a class id stands for: take the classes from the training targets only.
 
 # %% nbgrader={"grade": false, "grade_id": "backbone", "locked": true, "schema_version": 3, "solution": false} tags=["preamble"]
 # Given, not graded (the grader runs this cell as released).

@@ -1,28 +1,24 @@
 """a2 grader support, run in the worker outside the student's namespace: the fixed training recipe.
 
-Training happens here (it needs the student's model); evaluation does not. The worker receives
-evaluation *images* only and returns predictions; the hidden test made those images, knows their
-ground truth and computes the metrics in the trusted process. Names used below are bound when this
+Training happens here (it needs the student's model) on data the trusted process rendered and sent (its
+classes renamed by a secret permutation); evaluation does not. The worker receives evaluation *images*
+only and returns predictions, once per state dict the trusted process sent (the trained weights and the
+controls, in a secret order); the hidden test made those images, knows their ground truth and computes
+the metrics in the trusted process. Names used below are bound when this
 module is loaded, before any student cell runs.
 """
 import torch
 import torch.nn.functional as F
-from lecture_utils.data import ShapesDataset
 
 IMAGE_SIZE = 64
 SHAPES = dict(min_objects=1, max_objects=1, min_size=0.25, max_size=0.4)
 
 
-def _training_batches(batch_size: int, seed: int, n_images: int = 2048):
-    data = ShapesDataset(n_images, IMAGE_SIZE, seed=seed, **SHAPES)
-    batches = []
-    for start in range(0, n_images, batch_size):
-        items = [data[i] for i in range(start, min(start + batch_size, n_images))]
-        images = torch.stack([im for im, _ in items])
-        labels = torch.stack([t["labels"][0] for _, t in items])
-        boxes = torch.stack([t["boxes"][0] for _, t in items]) / IMAGE_SIZE
-        batches.append((images, labels, boxes))
-    return batches
+def _training_batches(images, labels, boxes, batch_size: int):
+    """The training data the trusted process sent (uint8 images, class ids, xyxy pixel boxes) as float batches
+    with boxes in [0, 1]."""
+    images, boxes = images.float() / 255, boxes.float() / IMAGE_SIZE
+    return [(images[s:s + batch_size], labels[s:s + batch_size], boxes[s:s + batch_size]) for s in range(0, len(images), batch_size)]
 
 
 def _predict(model, images: torch.Tensor, batch_size: int = 64):
@@ -37,22 +33,18 @@ def _predict(model, images: torch.Tensor, batch_size: int = 64):
     return torch.cat(classes).to(torch.int64), torch.cat(boxes)
 
 
-def _shuffle_weights(model, seed: int) -> None:
-    """Destroy what was learned but keep each parameter's values: permute its elements."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            flat = p.detach().reshape(-1)
-            p.copy_(flat[torch.randperm(flat.numel(), generator=g)].reshape(p.shape))
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def train_single_object(model_class, eval_images, steps=400, batch_size=32, seed=0):
-    """Train ``model_class(3)`` with Adam (lr 1e-3) and the grader's multitask loss on one-object
-    64x64 shapes; return predictions on ``eval_images`` of the trained model and of the same model
-    with its weights shuffled: (classes, boxes, shuffled_classes, shuffled_boxes)."""
+def train_single_object(model_class, images, labels, boxes, steps=400, batch_size=32, seed=0):
+    """Train ``model_class(3)`` with Adam (lr 1e-3) and the grader's multitask loss on the one-object 64x64 shapes
+    the trusted process sent (``images`` Tensor[N, 3, 64, 64] uint8, ``labels`` Tensor[N], ``boxes`` Tensor[N, 4]
+    xyxy pixels); returns (the model, its trained state dict, its state dict before training)."""
     torch.manual_seed(seed)
-    batches = _training_batches(batch_size, seed + 100)
+    batches = _training_batches(images, labels, boxes, batch_size)
     model = model_class(3)
+    initial = _state(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     for step in range(steps):
@@ -62,7 +54,14 @@ def train_single_object(model_class, eval_images, steps=400, batch_size=32, seed
         opt.zero_grad()
         loss.backward()
         opt.step()
-    classes, pred_boxes = _predict(model, eval_images)
-    _shuffle_weights(model, seed + 1)
-    shuffled_classes, shuffled_boxes = _predict(model, eval_images)
-    return classes, pred_boxes, shuffled_classes, shuffled_boxes
+    return model, _state(model), initial
+
+
+def predict_with_states(model, images, states):
+    """[(class ids, boxes) of ``model`` on ``images`` with each of ``states``]: the trained weights and the controls'
+    weights, in an order only the trusted process knows."""
+    outputs = []
+    for state in states:
+        model.load_state_dict(state)
+        outputs.append(_predict(model, images))
+    return outputs

@@ -57,7 +57,7 @@ AP50_BAR, MIN_DROP = 0.45, 0.2
 def trained(student):
     """Train the student's FasterRCNN once (grader recipe, in the worker); AP50 here of the trained model and of
     the same model with its weights shuffled."""
-    return trained_ap50(student, "FasterRCNN", steps=STEPS, lr=2e-3, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
+    return trained_ap50(student, "FasterRCNN", set_name=EVAL_SET, steps=STEPS, lr=2e-3, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
 
 
 @pytest.mark.part("faster_rcnn")

@@ -56,7 +56,7 @@ AP50_BAR, MIN_DROP = 0.6, 0.2
 def trained(student):
     """Train the student's FCOS once (grader recipe, in the worker); AP50 here of the trained model and of the same
     model with its weights shuffled."""
-    return trained_ap50(student, "FCOS", steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
+    return trained_ap50(student, "FCOS", set_name=EVAL_SET, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
 
 
 @pytest.mark.part("fcos")

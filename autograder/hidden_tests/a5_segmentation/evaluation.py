@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models.detection.transform import paste_masks_in_image
 
 from autograder.client import RemoteObject
+from autograder.hidden_tests import counterfactual
 from autograder.hidden_tests.trained_detection import evaluation_set, state_ok, with_controls
 from autograder.testing import describe, fail
 from lecture_utils.data import CLASSES
@@ -46,14 +47,22 @@ def class_maps_ok(maps, shape) -> torch.Tensor:
     return maps
 
 
-def trained_miou(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> tuple[float, float, float]:
-    """Train ``student.FCN`` by the recipe in the worker; mIoU of its predictions, with its weights shuffled, and
-    with its weights before training."""
+TRAINING_IMAGES = 512  # the FCN recipe's training set
+
+
+def trained_miou(student, *, set_name: str, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> tuple[float, float, float]:
+    """Train ``student.FCN`` by the recipe in the worker on training maps rendered here whose classes are renamed by a
+    secret permutation (``counterfactual``); mIoU against the same renaming of its predictions, with its weights
+    shuffled, and with its weights before training."""
+    lut = counterfactual.renaming(set_name, student.submission_digest)
     images, targets = evaluation_set(eval_seed, eval_images, min_objects=1, max_objects=4)
-    semantic = torch.stack([t["semantic"] for t in targets])
+    semantic = torch.stack([t["semantic"] for t in counterfactual.renamed(targets, lut)])
+    train_images, train_targets = counterfactual.training_set(set_name, TRAINING_IMAGES, keys=("semantic",), min_objects=1, max_objects=4)
+    train_semantic = torch.stack([t["semantic"].to(torch.uint8) for t in counterfactual.renamed(train_targets, lut)])
     if not isinstance(student.helper("train_segmenter").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
-    result = student.call_helper("train_segmenter", student.__getattr__("FCN").get(), steps=steps, lr=lr, timeout=timeout).value
+    result = student.call_helper("train_segmenter", student.__getattr__("FCN").get(), train_images, train_semantic,
+                                 steps=steps, lr=lr, timeout=timeout).value
     if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your FCN, not a trained model")
     model, trained, initial = result[0], state_ok(result[1], "FCN"), state_ok(result[2], "FCN")

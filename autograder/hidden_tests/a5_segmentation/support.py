@@ -43,28 +43,21 @@ def _predict_with_states(predict, module, states):
     return outputs
 
 
-def _semantic_batches(n_images, batch_size, seed, image_size):
-    from lecture_utils.data import ShapesDataset
-
-    data = ShapesDataset(n_images, image_size, seed=seed, min_objects=1, max_objects=4)
-    items = [data[i] for i in range(n_images)]
-    return [(torch.stack([im for im, _ in items[s:s + batch_size]]), torch.stack([t["semantic"] for _, t in items[s:s + batch_size]]))
-            for s in range(0, n_images, batch_size)]
-
-
 def _segment(model, images, batch_size=16):
     model.eval()
     with torch.no_grad():
         return torch.cat([model(images[s:s + batch_size]).argmax(1).to(torch.uint8) for s in range(0, len(images), batch_size)])
 
 
-def train_segmenter(model_class, steps, lr, batch_size=8, seed=0, n_images=512, image_size=128):
+def train_segmenter(model_class, images, semantic, steps, lr, batch_size=8, seed=0):
     """``model_class(len(CLASSES))`` trained by the recipe (cross-entropy, AdamW with weight decay 1e-4, one-cycle
-    learning rate up to ``lr``); returns (the model, its trained state dict, its state dict before training)."""
+    learning rate up to ``lr``) on the training data the trusted process sent (``images`` Tensor[N, 3, H, W] uint8,
+    ``semantic`` Tensor[N, H, W] class maps); returns (the model, its trained state dict, its state dict before training)."""
     from lecture_utils.data import CLASSES
 
     torch.manual_seed(seed)
-    batches = _semantic_batches(n_images, batch_size, seed + 200, image_size)
+    images, semantic = images.float() / 255, semantic.long()
+    batches = [(images[s:s + batch_size], semantic[s:s + batch_size]) for s in range(0, len(images), batch_size)]
     model = model_class(len(CLASSES))
     initial = _state(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

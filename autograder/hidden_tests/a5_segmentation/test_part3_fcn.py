@@ -115,7 +115,7 @@ MIOU_BAR, MIN_DROP = 0.65, 0.2
 @pytest.fixture(scope="module")
 def trained(student):
     """Train the student's FCN once (grader recipe, in the worker); mIoU here of its predictions and of the same model with its weights shuffled."""
-    return trained_miou(student, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES)
+    return trained_miou(student, set_name=EVAL_SET, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES)
 
 
 @pytest.mark.part("fcn")

@@ -1,0 +1,62 @@
+"""Counterfactual training data: what makes a trained test prove *learning*, trusted side.
+
+A model that answers from hand-written rules (saturated pixels, the area of a region against the circle
+through it ...) can reach the bar on shapes without learning anything, and if it also recognises its own
+trained weights (a tag that only training puts in order), perturbing the weights (the controls) cannot tell.
+So the grader trains the student's model on data whose labels it changed in a way the images do not reveal:
+the class ids are renamed by a secret permutation that is never the identity (a derangement or a swap of two
+classes), and the evaluation's ground truth is renamed the same way. A model that learned from its training
+data predicts the renamed classes and scores as it would on the true ones; rules written by hand keep
+predicting the true classes and fail (with a swap, two of the three classes are wrong).
+
+The training images and targets are rendered here from a seed derived from the course secret and sent to the
+worker as data; the worker never gets a seed or the permutation. The permutation is derived from the course
+secret and the submission's graded code, so the same submission always gets the same one (the same grade),
+and another submission another one: guessing it succeeds for 1 submission in 5.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+
+import torch
+
+from autograder.secret import course_secret, evaluation_seed
+from lecture_utils.data import CLASSES, ShapesDataset
+
+# Every renaming of the classes 1..C-1 except the identity (background stays 0).
+RENAMINGS = [p for p in itertools.permutations(range(1, len(CLASSES))) if list(p) != list(range(1, len(CLASSES)))]
+
+
+def renaming(set_name: str, submission: str) -> torch.Tensor:
+    """The secret renaming of the training set ``set_name`` for this submission: ``lut`` Tensor[C] int64 with
+    ``lut[0] == 0`` and ``new_label = lut[old_label]``."""
+    digest = hmac.new(course_secret(), f"renaming:{set_name}:{submission}".encode(), hashlib.sha256).digest()
+    chosen = RENAMINGS[int.from_bytes(digest[:8], "big") % len(RENAMINGS)]
+    return torch.tensor([0, *chosen], dtype=torch.int64)
+
+
+def renamed(targets: list[dict], lut: torch.Tensor) -> list[dict]:
+    """Copies of ``targets`` whose ``labels`` and ``semantic`` maps are renamed by ``lut`` (nothing else changes)."""
+    out = []
+    for t in targets:
+        t = dict(t)
+        if "labels" in t:
+            t["labels"] = lut[t["labels"]]
+        if "semantic" in t:
+            t["semantic"] = lut[t["semantic"].long()].to(t["semantic"].dtype)
+        out.append(t)
+    return out
+
+
+def training_set(set_name: str, n_images: int, image_size: int = 128, keys=("boxes", "labels"), **shapes):
+    """(images Tensor[N, 3, H, W] uint8, targets holding only ``keys``): the training data of a trained test, rendered
+    here from a seed derived from the course secret (the worker cannot render it itself, nor its true labels)."""
+    data = ShapesDataset(n_images, image_size, seed=evaluation_seed(f"{set_name}/training"), **shapes)
+    images, targets = [], []
+    for i in range(n_images):
+        image, target = data[i]
+        images.append((image * 255).round().to(torch.uint8))
+        targets.append({k: target[k] for k in keys})
+    return torch.stack(images), targets
