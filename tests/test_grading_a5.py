@@ -167,6 +167,13 @@ A5_MUTANTS = {
                        ("layers += [nn.ConvTranspose2d(last, hidden_channels, 2, stride=2), nn.ReLU(inplace=True), nn.Conv2d(hidden_channels, num_classes, 1)]",
                         "layers += [nn.Upsample(scale_factor=2), nn.Conv2d(last, hidden_channels, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden_channels, num_classes, 1)]")]},
         {"test_paste_masks_in_image_matches_torchvision": "", "test_mask_head_structure_and_output": "transposed convolution"}),
+    # the confusion index computed in the maps' dtype (uint8 overflows with many classes); no ReLU after the transposed conv
+    "miou-in-the-maps-dtype+head-without-relu-after-transposed-conv": (
+        {"fcn": ("    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()\n",
+                 "    pred, target = pred.reshape(-1), target.reshape(-1)\n"),
+         "mask_rcnn": ("layers += [nn.ConvTranspose2d(last, hidden_channels, 2, stride=2), nn.ReLU(inplace=True), nn.Conv2d(hidden_channels, num_classes, 1)]",
+                       "layers += [nn.ConvTranspose2d(last, hidden_channels, 2, stride=2), nn.Conv2d(hidden_channels, num_classes, 1)]")},
+        {"test_mean_iou_matches_reference": "", "test_mask_head_structure_and_output": "followed by ReLU"}),
     # stuff before things; no duplicate check; keypoint cells rounded; the heatmap argmax's last maximum
     "panoptic-without-overlap-check+keypoints-rounded": (
         {"panoptic_keypoints": [("        if taken / area > overlap_threshold:\n            continue\n", ""),

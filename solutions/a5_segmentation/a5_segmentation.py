@@ -475,8 +475,9 @@ plt.show()
 # $M[c, c]$.
 #
 # `mean_iou(pred, target, num_classes, ignore_index=255)`: `pred` and `target` integer tensors of the same
-# shape (`[H, W]` or `[N, H, W]`, any integer dtype; all images count together, as one big image) whose values
-# are class ids $0..K-1$ (and, in `target` only, `ignore_index`), returns a 0-dimensional **float64** tensor.
+# shape (`[H, W]` or `[N, H, W]`, any integer dtype — `uint8` maps of 20 classes too, so compute $tK + p$ in
+# `int64`, not in the maps' own dtype, where it overflows; all images count together, as one big image) whose
+# values are class ids $0..K-1$ (and, in `target` only, `ignore_index`), returns a 0-dimensional **float64** tensor.
 #
 # - pixels whose **target** is `ignore_index` are left out entirely (whatever their prediction); with
 #   `ignore_index=None` every pixel counts;

@@ -181,6 +181,12 @@ def module_layers(module):
     return layers
 
 
+def conv_weights(module):
+    """(kind, weight, bias or None, padding) of every convolution of ``module``, in registration order."""
+    return [(type(m).__name__, m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone(), tuple(m.padding))
+            for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
 def unreached_parameters(module, features):
     """Names of ``module``'s parameters that get no (or a zero) gradient from the sum of its output."""
     module.zero_grad(set_to_none=True)

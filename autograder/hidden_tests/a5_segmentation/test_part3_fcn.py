@@ -44,7 +44,8 @@ def check_miou(got, want, what):
 def test_mean_iou_matches_reference(student):
     """== the per-class IoU averaged over classes present in prediction or target, on random maps of [H, W] and [N, H, W], int64 and uint8, several class counts"""
     g = torch.Generator().manual_seed(0)
-    for num_classes, shape, dtype in ((4, (37, 50), torch.int64), (6, (3, 20, 30), torch.int64), (3, (2, 9, 7), torch.uint8), (21, (2, 16, 24), torch.int64)):
+    for num_classes, shape, dtype in ((4, (37, 50), torch.int64), (6, (3, 20, 30), torch.int64), (3, (2, 9, 7), torch.uint8), (21, (2, 16, 24), torch.int64),
+                                      (20, (2, 12, 16), torch.uint8)):  # uint8 maps of many classes: no overflow in the arithmetic
         target = torch.randint(0, num_classes, shape, generator=g)
         pred = torch.where(torch.rand(shape, generator=g) < 0.6, target, torch.randint(0, num_classes, shape, generator=g))
         if num_classes == 21:  # most classes absent

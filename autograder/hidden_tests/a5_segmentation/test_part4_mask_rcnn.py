@@ -79,7 +79,7 @@ def build_head(student, *args, **kwargs):
 @pytest.mark.part("mask_rcnn")
 @pytest.mark.points(3)
 def test_mask_head_structure_and_output(student):
-    """MaskHead(C, K, hidden_channels, num_convs): num_convs 3x3 convolutions, one 2x2 stride-2 transposed convolution, a 1x1 convolution to K channels; logits [N, K, 2S, 2S]; every parameter trained"""
+    """MaskHead(C, K, hidden_channels, num_convs): num_convs 3x3 convolutions + ReLU, one 2x2 stride-2 transposed convolution + ReLU, a 1x1 convolution to K channels; logits [N, K, 2S, 2S]; every parameter trained"""
     g = torch.Generator().manual_seed(4)
     for args, kwargs, size in (((16, 4), dict(hidden_channels=8, num_convs=2), (14, 14)), ((8, 3), dict(hidden_channels=12, num_convs=4), (7, 10)),
                                ((32, 5), {}, (14, 14))):
@@ -97,9 +97,26 @@ def test_mask_head_structure_and_output(student):
         out = call_checked(head, "__call__", features, forbid=MASK_HEAD_FORBIDDEN, label=what).value
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (5, args[1], 2 * size[0], 2 * size[1]):
             fail(f"{what} on Tensor[5, {args[0]}, {size[0]}, {size[1]}] must return Tensor[5, {args[1]}, {2 * size[0]}, {2 * size[1]}], got {describe(out)}")
+        expected = head_as_written(student.helper("conv_weights")(head), features)
+        if not torch.allclose(out, expected, rtol=1e-4, atol=1e-5):
+            fail(f"{what}: with its own weights, the output differs from the head the notebook writes — each 3x3 convolution "
+                 f"(padding 1) followed by ReLU, the 2x2 stride-2 transposed convolution followed by ReLU, then the 1x1 "
+                 f"convolution (no activation after it); largest difference {float((out - expected).abs().max()):.3g}")
     unreached = student.helper("unreached_parameters")(head, features)
     if unreached:
         fail(f"MaskHead: these parameters get no gradient from the output: {', '.join(unreached[:6])}")
+
+
+def head_as_written(convs, features: torch.Tensor) -> torch.Tensor:
+    """The notebook's mask head computed here with the student's weights ``convs`` [(kind, weight, bias, padding)]:
+    3x3 conv + ReLU (each), 2x2 stride-2 transposed conv + ReLU, 1x1 conv."""
+    x = features
+    for kind, weight, bias, padding in convs[:-2]:
+        x = torch.relu(torch.nn.functional.conv2d(x, weight, bias, padding=padding))
+    _, weight, bias, _ = convs[-2]
+    x = torch.relu(torch.nn.functional.conv_transpose2d(x, weight, bias, stride=2))
+    _, weight, bias, _ = convs[-1]
+    return torch.nn.functional.conv2d(x, weight, bias)
 
 
 def loss_case(seed):
