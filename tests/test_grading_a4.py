@@ -148,6 +148,18 @@ FOCAL_BODY_START = '''    if reduction not in ("none", "mean", "sum"):'''
 # Each mutant: {cell: change} and {test that must fail: text its feedback must contain (or "")}.
 # A focal-loss mutant and an FCOS mutant are graded together (one grading each pair, to keep the time down).
 A4_MUTANTS = {
+    # an unknown reduction treated as "none"; BatchNorm in the towers; the prior bias on all three output convolutions
+    "focal-unknown-reduction-as-none+head-batchnorm-and-prior-everywhere": (
+        {"focal_loss": ('        raise ValueError(f"reduction must be \'none\', \'mean\' or \'sum\', not {reduction!r}")',
+                        '        reduction = "none"'),
+         "fcos_head": [("nn.GroupNorm(16, in_channels)", "nn.BatchNorm2d(in_channels)"),
+                       ("        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))",
+                        "        for layer in (self.cls_logits, self.bbox_reg, self.centerness):\n"
+                        "            nn.init.constant_(layer.bias, -math.log((1 - prior_probability) / prior_probability))")]},
+        {"test_focal_loss_alpha_off_and_gamma_zero": "must raise ValueError", "test_fcos_head_shared_weights_prior_and_deltas": "class logits only"}),
+    "head-batchnorm": (
+        {"fcos_head": ("nn.GroupNorm(16, in_channels)", "nn.BatchNorm2d(in_channels)")},
+        {"test_fcos_head_shared_weights_prior_and_deltas": "GroupNorm"}),
     # every location takes part on every level; alpha weighs positives and negatives alike
     "assign-without-size-ranges+focal-alpha-for-both-classes": (
         {"fcos_targets": ("(sides.min(dim=-1).values > 0) & (reach >= bounds[:, 0:1]) & (reach <= bounds[:, 1:2])", "(sides.min(dim=-1).values > 0)"),

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as reference_focal_loss
 
 from .helpers import call, check_output, student_vjp
-from autograder.testing import assert_inputs_unchanged, fail, numerical_gradcheck
+from autograder.client import StudentError
+from autograder.testing import assert_inputs_unchanged, describe, fail, numerical_gradcheck
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -44,7 +45,7 @@ def test_focal_loss_matches_torchvision(student):
 @pytest.mark.part("focal_loss")
 @pytest.mark.points(2)
 def test_focal_loss_alpha_off_and_gamma_zero(student):
-    """alpha=-1 switches the class weighting off; gamma=0 is the binary cross-entropy (times alpha_t)"""
+    """alpha=-1 switches the class weighting off; gamma=0 is the binary cross-entropy (times alpha_t); another reduction raises ValueError"""
     g = torch.Generator().manual_seed(1)
     x, y = logits_and_targets((25, 6), g, torch.float64)
     for gamma in (2, 1.5, 0):
@@ -56,6 +57,14 @@ def test_focal_loss_alpha_off_and_gamma_zero(student):
     weight = 0.3 * y + 0.7 * (1 - y)
     check_output(call(student, "sigmoid_focal_loss", x, y, 0.3, 0, "sum"), (weight * bce).sum(),
                  "sigmoid_focal_loss(alpha=0.3, gamma=0, 'sum') must be the sum of alpha_t * binary cross-entropy")
+    for wrong in ("meen", "Sum", "batchmean"):  # torchvision raises ValueError; silently reducing otherwise hides a typo
+        try:
+            got = call(student, "sigmoid_focal_loss", x, y, 0.25, 2, wrong)
+        except StudentError as exc:
+            if not str(exc).startswith("ValueError"):
+                fail(f"sigmoid_focal_loss(..., reduction={wrong!r}) must raise ValueError like torchvision, it raised {str(exc).splitlines()[0][:120]}")
+        else:
+            fail(f"sigmoid_focal_loss(..., reduction={wrong!r}) must raise ValueError like torchvision, it returned {describe(got)}")
 
 
 @pytest.mark.part("focal_loss")

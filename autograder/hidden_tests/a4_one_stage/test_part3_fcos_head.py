@@ -67,7 +67,7 @@ def test_fcos_head_order_is_levels_then_rows(student):
 @pytest.mark.part("fcos_head")
 @pytest.mark.points(4)
 def test_fcos_head_shared_weights_prior_and_deltas(student):
-    """one head for every level (the same map on two levels gives the same outputs), class probabilities start near the prior 0.01, box deltas >= 0"""
+    """one head for every level (the same map on two levels gives the same outputs), class probabilities start near the prior 0.01 (the prior on the class logits only), box deltas >= 0, GroupNorm (an image's outputs do not depend on the batch in training mode)"""
     g = torch.Generator().manual_seed(1)
     head = build(student, 32, 4)
     x = torch.randn(2, 32, 5, 6, generator=g)
@@ -81,3 +81,14 @@ def test_fcos_head_shared_weights_prior_and_deltas(student):
         fail(f"FCOSHead: a new head's mean class probability is {p:.3f}; initialize the class logits' bias to -log((1 - 0.01) / 0.01) (RetinaNet's prior)")
     if bool((deltas < 0).any()):
         fail(f"FCOSHead: box deltas must be >= 0 (exp, or a ReLU, of the regression output); the smallest is {float(deltas.min()):.3g}")
+    # The prior is the classification's only: the regression and centerness outputs start with bias 0.
+    if float(deltas.max()) < 0.05 or abs(float(ctr.mean())) > 1.0:
+        fail(f"FCOSHead: a new head's box deltas are at most {float(deltas.max()):.3g} and its mean centerness logit is "
+             f"{float(ctr.mean()):.3g}: the prior bias goes on the class logits only; the box and centerness convolutions start with bias 0")
+    # GroupNorm normalizes each image by itself; BatchNorm in training mode mixes the batch.
+    head.call_method("train")
+    alone = run(student, head, [x[:1]], "FCOSHead in training mode on one image")
+    together = run(student, head, [x], "FCOSHead in training mode on a batch of two")
+    if not all(torch.allclose(a[0], b[0], atol=1e-5) for a, b in zip(alone, together)):
+        fail("FCOSHead in training mode: an image's outputs change with the rest of the batch; the towers normalize with "
+             "GroupNorm(16, in_channels), which (unlike BatchNorm) normalizes each image by itself")
