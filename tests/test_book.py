@@ -155,6 +155,12 @@ FIGURE_VIEWPORT_PX = 1280        # measured at a laptop's width (the content col
 FIGURE_MIN_HEIGHT_PX = 180       # a figure shown lower than this is a strip nobody can read
 FIGURE_MIN_TEXT_PX = 8           # the smallest text of a figure, at its displayed size, in CSS px
 FIGURE_SMALLEST_FONT_PT = 8      # the smallest font size figures are drawn with (checked in the sources below)
+PHONE_VIEWPORT_PX = 390          # a phone's width (the content column is then ~358 px)
+PHONE_MIN_TEXT_PX = 8            # text in the page at 390 px; a figure below it must open at full resolution on a tap
+# Diagrams (drawn as SVG with real text, whose size the check reads from the file) must be readable in the page on
+# a phone, without a tap: these seven were not (labels ~6 px at 390 px), the check keeps every SVG figure readable.
+PHONE_DIAGRAMS = {"ch14/fast_rcnn": 1, "ch14/rpn_faster_rcnn": 1, "ch14/fpn": 1, "ch14/retinanet_focal": 1,
+                  "ch15/semantic_fcn": 3, "ch15/instance_mask_rcnn": 2, "ch15/panoptic_keypoints": 4}
 # Where the screenshots of the figures the issue was about are saved (at 1280 and 390 px).
 FIGURE_SCREENSHOT_PAGES = ["ch13/nms_map", "ch13/boxes_iou", "ch13/proposals_rcnn", "ch13/tasks_transfer"]
 FIGURE_SCREENSHOT_WIDTHS = [1280, 390]
@@ -162,9 +168,9 @@ FIGURE_SCREENSHOTS = SCREENSHOTS / "figures"
 
 FIGURES_ON_PAGE = """() => [...document.querySelectorAll('main img')]
   .filter(i => (i.getAttribute('src') || '').includes('_images/'))
-  .map(i => { const r = i.getBoundingClientRect();
+  .map(i => { const r = i.getBoundingClientRect(); const a = i.closest('a');
               return {src: i.getAttribute('src'), natural_w: i.naturalWidth, natural_h: i.naturalHeight,
-                      shown_w: r.width, shown_h: r.height}; })"""
+                      shown_w: r.width, shown_h: r.height, zoom: a ? a.href === i.src : false}; })"""
 
 
 def figure_text_px(natural_w: float, shown_w: float, dpi: float, font_pt: float = FIGURE_SMALLEST_FONT_PT) -> float:
@@ -185,6 +191,31 @@ def png_dpi(path: Path) -> float:
     with Image.open(path) as image:
         dpi = image.info.get("dpi", (100, 100))[0]  # matplotlib's inline figures: 100 unless set
     return float(dpi) if dpi and dpi > 1 else 100.0
+
+
+SVG_FONT_SIZE = re.compile(r"font-size:\s*([\d.]+)px")
+
+
+def svg_text(path: Path) -> tuple[float, float]:
+    """(smallest font size, viewBox width) of an SVG figure, both in the SVG's user units.
+
+    The diagrams are written by matplotlib with ``svg.fonttype: none``: every label is a ``<text>`` whose
+    style gives its size, so its displayed height is ``size × shown_w / viewBox width``, exactly.
+    """
+    source = path.read_text()
+    view_box = re.search(r'viewBox="[\d.\-]+ [\d.\-]+ ([\d.]+) [\d.]+"', source)
+    sizes = [float(s) for s in SVG_FONT_SIZE.findall(source)]
+    assert view_box and sizes, f"{path.name}: no viewBox or no <text> with a font size (is svg.fonttype 'none'?)"
+    return min(sizes), float(view_box[1])
+
+
+def shown_text_px(rel: str, fig: dict) -> float:
+    """The smallest text of a figure as the page shows it, in CSS px: exact for SVG, the 8 pt bound for PNG."""
+    path = HTML / unquote(urlparse(urljoin(f"/{rel}.html", fig["src"])).path).lstrip("/")
+    if path.suffix == ".svg":
+        size, width = svg_text(path)
+        return size * fig["shown_w"] / width
+    return figure_text_px(fig["natural_w"], fig["shown_w"], png_dpi(path))
 
 
 def test_figure_text_size_criterion():
@@ -233,11 +264,11 @@ def test_figures_are_legible_where_they_are_shown(browser, server):
                     where = f"{rel} figure {n} ({fig['natural_w']}×{fig['natural_h']} px shown at {fig['shown_w']:.0f}×{fig['shown_h']:.0f})"
                     if fig["shown_h"] < FIGURE_MIN_HEIGHT_PX:
                         problems.append(f"{where}: shown {fig['shown_h']:.0f} px high, below {FIGURE_MIN_HEIGHT_PX} px")
-                    dpi = png_dpi(HTML / unquote(urlparse(urljoin(f"/{rel}.html", fig["src"])).path).lstrip("/"))
-                    text = figure_text_px(fig["natural_w"], fig["shown_w"], dpi)
+                    text = shown_text_px(rel, fig)
                     if text < FIGURE_MIN_TEXT_PX:
-                        problems.append(f"{where}: {FIGURE_SMALLEST_FONT_PT} pt text at {dpi:.0f} dpi is shown {text:.1f} px tall, "
-                                        f"below {FIGURE_MIN_TEXT_PX} px (the image is {fig['natural_w'] / dpi:.1f} in wide; at most {FIGURE_SMALLEST_FONT_PT / 72 * fig['shown_w'] / FIGURE_MIN_TEXT_PX:.1f} in fits: lay it out in rows)")
+                        problems.append(f"{where}: its smallest text is shown {text:.1f} px tall, below {FIGURE_MIN_TEXT_PX} px "
+                                        f"(at most {FIGURE_SMALLEST_FONT_PT / 72 * fig['shown_w'] / FIGURE_MIN_TEXT_PX:.1f} in of figure per "
+                                        f"{FIGURE_SMALLEST_FONT_PT} pt of text fits: lay it out in rows)")
             if rel in FIGURE_SCREENSHOT_PAGES:
                 for n, image in enumerate(page.locator("main img[src*='_images/']").all(), 1):
                     image.scroll_into_view_if_needed()
@@ -246,6 +277,134 @@ def test_figures_are_legible_where_they_are_shown(browser, server):
     assert measured >= 10, f"only {measured} figures found in the chapters"
     assert len(list(FIGURE_SCREENSHOTS.glob("*.png"))) >= 2 * len(FIGURE_SCREENSHOT_PAGES)
     assert not problems, "figures not legible where they are shown:\n" + "\n".join(problems)
+
+
+def measure_phone_figures(browser, server) -> tuple[list[str], list[dict]]:
+    """Every figure of the chapters at PHONE_VIEWPORT_PX: problems, and what was measured."""
+    problems, measured = [], []
+    for page_path in [p for p in built_pages() if re.fullmatch(r"ch\d+", p.parent.name)]:
+        rel = page_path.relative_to(HTML).with_suffix("").as_posix()
+        page = browser.new_page(viewport={"width": PHONE_VIEWPORT_PX, "height": 844})
+        page.goto(f"{server}/{rel}.html", wait_until="networkidle")
+        for n, fig in enumerate(page.evaluate(FIGURES_ON_PAGE), 1):
+            svg = fig["src"].endswith(".svg")
+            text = shown_text_px(rel, fig)
+            measured.append({"page": rel, "n": n, "svg": svg, "text_px": text, "zoom": fig["zoom"]})
+            where = f"{rel} figure {n} at {PHONE_VIEWPORT_PX} px ({'SVG' if svg else 'PNG'} shown {fig['shown_w']:.0f} px wide)"
+            if PHONE_DIAGRAMS.get(rel) == n and not svg:
+                problems.append(f"{where}: a diagram of PHONE_DIAGRAMS is not drawn as SVG (show_vector)")
+            if svg and text < PHONE_MIN_TEXT_PX:
+                problems.append(f"{where}: a diagram's smallest text is {text:.1f} px, below {PHONE_MIN_TEXT_PX} px: draw it narrower or with larger type")
+            elif text < PHONE_MIN_TEXT_PX and not fig["zoom"]:
+                problems.append(f"{where}: its text is {text:.1f} px and a tap does not open it at full resolution")
+            if not svg and text < PHONE_MIN_TEXT_PX:      # opened by a tap, the image is shown at its natural size
+                full = figure_text_px(fig["natural_w"], fig["natural_w"], png_dpi(HTML / unquote(urlparse(urljoin(f"/{rel}.html", fig["src"])).path).lstrip("/")))
+                if full < FIGURE_MIN_TEXT_PX:
+                    problems.append(f"{where}: even at full resolution its text is {full:.1f} px")
+        if rel in PHONE_DIAGRAMS:
+            image = page.locator("main img[src*='_images/']").nth(PHONE_DIAGRAMS[rel] - 1)
+            image.scroll_into_view_if_needed()
+            FIGURE_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            image.screenshot(path=str(FIGURE_SCREENSHOTS / f"{rel.split('/')[-1]}-diagram-{PHONE_VIEWPORT_PX}.png"))
+        page.close()
+    return problems, measured
+
+
+@pytest.mark.slow
+def test_figures_are_legible_on_a_phone(browser, server):
+    """At 390 px every diagram (SVG) is readable in the page (smallest text >= 8 px, the seven of PHONE_DIAGRAMS
+    among them); a chart whose labels are smaller opens at full resolution when tapped (course.js), where its
+    8 pt text is 11 px at 100 dpi. Screenshots of the seven: book/_build/screenshots/figures/*-diagram-390.png."""
+    problems, measured = measure_phone_figures(browser, server)
+    assert len(measured) >= 10
+    assert sum(m["svg"] for m in measured) >= len(PHONE_DIAGRAMS)
+    assert all(m["zoom"] for m in measured), "course.js did not link every figure to its full-resolution image"
+    assert not problems, "figures not legible on a phone:\n" + "\n".join(problems)
+
+
+PAGE_FIT = """() => {
+  const main = document.querySelector('main') || document.body;
+  const equations = [...main.querySelectorAll('mjx-container[display="true"]')].map(m => ({
+    tex: (m.querySelector('mjx-assistive-mml') || m).textContent.replace(/\\s+/g, ' ').slice(0, 50),
+    width: m.scrollWidth, box: m.clientWidth, overflow: getComputedStyle(m).overflowX,
+    number: [...document.querySelectorAll('mjx-container[display="true"]')].indexOf(m) + 1}));
+  const escapes = [...main.querySelectorAll('mjx-container mjx-c.mjx-c5C')].length;
+  const outputs = [...main.querySelectorAll('div.cell_output pre')].filter(p => p.scrollWidth > p.clientWidth + 1)
+    .map(p => p.textContent.split('\\n').sort((a, b) => b.length - a.length)[0].slice(0, 60));
+  return {page: document.documentElement.scrollWidth, viewport: window.innerWidth, equations, escapes, outputs};
+}"""
+
+
+@pytest.mark.slow
+def test_equations_and_pages_fit_the_screen(browser, server):
+    """At 1280 px every display equation fits its column and no output line runs past its box; at 390 px no
+    page scrolls sideways, and an equation wider than the column scrolls inside its own box. No equation shows
+    a TeX escape (a rendered backslash, as `\\text{output\\_padding}` did)."""
+    problems, widest = [], {}
+    for page_path in built_pages():
+        rel = page_path.relative_to(HTML).as_posix()
+        if rel in {"search.html", "genindex.html"}:
+            continue
+        for width in (FIGURE_VIEWPORT_PX, PHONE_VIEWPORT_PX):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(f"{server}/{rel}", wait_until="networkidle")
+            page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+            fit = page.evaluate(PAGE_FIT)
+            page.close()
+            if fit["page"] > fit["viewport"]:
+                problems.append(f"{rel} at {width} px: the page is {fit['page']} px wide and scrolls sideways")
+            if fit["escapes"]:
+                problems.append(f"{rel}: {fit['escapes']} TeX escape(s) rendered as a backslash in an equation")
+            for eq in fit["equations"]:
+                widest[(width, rel, eq["number"])] = (eq["width"], eq["box"])
+                if eq["width"] <= eq["box"] + 1:
+                    continue
+                if width == FIGURE_VIEWPORT_PX:
+                    problems.append(f"{rel} at {width} px: display equation {eq['number']} is {eq['width']} px wide in a "
+                                    f"{eq['box']} px column: break it (aligned) {eq['tex']!r}")
+                elif eq["overflow"] not in ("auto", "scroll"):
+                    problems.append(f"{rel} at {width} px: display equation {eq['number']} ({eq['width']} px) neither fits nor scrolls")
+            if width == FIGURE_VIEWPORT_PX:
+                problems += [f"{rel} at {width} px: an output line runs past its box: {line!r}" for line in fit["outputs"]]
+    assert len(widest) >= 40, f"only {len(widest)} display equations measured"
+    assert not problems, "\n".join(problems[:40])
+
+
+def test_chinese_web_font_covers_the_book():
+    """book/_static/fonts/course-cjk.woff has every Chinese character of the book's sources."""
+    proc = subprocess.run([sys.executable, str(ROOT / "book" / "_ext" / "cjk_font.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    built = HTML / "_static" / "fonts" / "course-cjk.woff"
+    assert built.exists() and built.read_bytes() == (ROOT / "book" / "_static" / "fonts" / "course-cjk.woff").read_bytes()
+
+
+@pytest.mark.slow
+def test_chinese_terms_use_the_books_web_font(browser, server):
+    """Chromium loads the book's CJK subset for a page with Chinese terms and renders them with it."""
+    page = browser.new_page(viewport={"width": PHONE_VIEWPORT_PX, "height": 844})
+    page.goto(f"{server}/glossary.html", wait_until="networkidle")
+    state = page.evaluate("""async () => { await document.fonts.ready;
+      const faces = [...document.fonts].filter(f => f.family.replace(/"/g, '') === 'Course CJK');
+      return {faces: faces.map(f => f.status), family: getComputedStyle(document.querySelector('main dd')).fontFamily,
+              check: document.fonts.check('16px "Course CJK"', '张量术语表')}; }""")
+    page.close()
+    assert "loaded" in state["faces"], state
+    assert state["family"].lstrip().startswith('"Course CJK"'), state
+    assert state["check"], state
+
+
+@pytest.mark.slow
+def test_search_snippets_show_formulas_as_text(browser, server):
+    """Search results quote the page around the match; a formula there reads as text (p_t, α), not as TeX."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{server}/search.html?q=focal+loss", wait_until="networkidle")
+    page.wait_for_selector("#search-results ul.search li p.context", timeout=30000)
+    page.wait_for_timeout(1500)                      # the snippets arrive one by one
+    snippets = page.evaluate("() => [...document.querySelectorAll('#search-results li p.context')].map(p => p.textContent)")
+    page.close()
+    assert len(snippets) >= 3, snippets
+    tex = [s for s in snippets if re.search(r"\\[()\[\]]|\\[a-zA-Z]{2,}", s)]
+    assert not tex, f"search snippets show TeX: {tex[:3]}"
 
 
 @pytest.mark.slow

@@ -133,3 +133,55 @@ def test_assignments_table_fits_its_column():
     text = page("assignments/index.html")
     assert re.search(r'<table class="[^"]*assignments-table', text), "assignments table lost its class"
     assert "course.css" in text, "book/_static/course.css is not included"
+
+
+# The trained tests' bars, read from the hidden tests (the one place they are set); each assignment page states them.
+TRAINED_BARS = [("a3_two_stage", "a3_two_stage/test_part6_faster_rcnn.py", "AP50_BAR"),
+                ("a4_one_stage", "a4_one_stage/test_part5_fcos.py", "AP50_BAR"),
+                ("a5_segmentation", "a5_segmentation/test_part3_fcn.py", "MIOU_BAR"),
+                ("a5_segmentation", "a5_segmentation/test_part4_mask_rcnn.py", "AP50_BAR")]
+
+
+@pytest.mark.parametrize("assignment, test_file, name", TRAINED_BARS)
+def test_assignment_pages_state_the_trained_test_bars(assignment, test_file, name):
+    source = (ROOT / "autograder" / "hidden_tests" / test_file).read_text()
+    bar = re.search(rf"^{name}\b[^=]*=\s*([\d.]+)", source, re.M)
+    assert bar, f"{test_file} no longer sets {name}"
+    plain = text_of(page(f"assignments/{assignment}.html"))
+    assert re.search(rf"(?<![\d.]){re.escape(bar[1])}(?![\d])", plain), f"{assignment}'s page does not state the bar {bar[1]} of {test_file}"
+
+
+# Terms the chapter 14-15 pages introduce with their Chinese name; each has a glossary entry (EN and 中文).
+GLOSSARY_TERMS_14_15 = {"objectness": "物体性", "lateral connection": "横向连接", "multi-scale features": "多尺度特征",
+                        "classification subnet": "分类子网络", "box subnet": "边界框回归子网络", "binary cross-entropy": "二元交叉熵",
+                        "hard negative mining": "难负例挖掘", "online hard example mining": "在线难例挖掘",
+                        "smooth L1 loss": "平滑 L1 损失", "center-inside rule": "中心点落在框内", "segmentation mask": "分割掩码",
+                        "nearest-neighbour upsampling": "最近邻", "Jacobian": "雅可比矩阵", "confusion matrix": "混淆矩阵",
+                        "panoptic quality": "全景质量", "per-region head": "逐区域任务头", "skip connection": "跳跃连接"}
+
+
+def glossary_entries() -> dict[str, str]:
+    entries = re.findall(r'<dt id="term-[^"]*">(.*?)</dt>\s*<dd>(.*?)</dd>', page("glossary.html"), re.S)
+    return {text_of(re.sub(r'<a class="headerlink".*?</a>', '', term)).strip().lower(): text_of(body) for term, body in entries}
+
+
+@pytest.mark.parametrize("term, chinese", sorted(GLOSSARY_TERMS_14_15.items()))
+def test_glossary_has_the_chapter_14_15_terms(term, chinese):
+    entries = glossary_entries()
+    assert term.lower() in entries, f"no glossary entry for {term!r}"
+    assert entries[term.lower()].lstrip().startswith(chinese), f"{term}: the entry does not start with {chinese}"
+
+
+def test_glossary_intro_shows_no_markup_and_links_the_index():
+    glossary = page("glossary.html")
+    intro = text_of(glossary.split('<dl class="simple glossary">')[0].split("</h1>")[-1]) if "</h1>" in glossary else ""
+    assert intro and "{term}" not in intro and "{" not in intro, intro[:300]
+    for rel in ("glossary.html", "intro.html"):
+        assert 'href="genindex.html"' in page(rel), f"{rel} does not link the index"
+    assert "Course CJK" in (HTML / "_static" / "course.css").read_text()
+
+
+def test_chapter_pages_show_no_stray_outputs():
+    for path in sorted((HTML / "ch14").glob("*.html")) + sorted((HTML / "ch15").glob("*.html")):
+        text = text_of(path.read_text())
+        assert "<torch._C.Generator" not in text, f"{path.name} prints a torch.Generator"
