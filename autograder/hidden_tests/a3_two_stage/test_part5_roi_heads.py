@@ -7,7 +7,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss as tv_fastrcnn_loss
 
 from .helpers import check_forbidden, with_references
-from autograder.testing import assert_number, assert_remote_module, assert_tensor, describe, fail
+from autograder.testing import assert_inputs_unchanged, assert_number, assert_remote_module, assert_tensor, describe, fail
 
 F64 = dict(rtol=1e-9, atol=1e-10)
 
@@ -137,19 +137,26 @@ POSTPROCESS_CASES = [
     dict(sizes=[(64, 48)], counts=(40,), classes=3, options=dict(score_thresh=0.2, nms_thresh=0.3, detections_per_img=10)),
     dict(sizes=[(30, 50), (50, 30), (40, 40)], counts=(0, 15, 7), classes=2, options=dict(score_thresh=0.0, nms_thresh=0.7, detections_per_img=5)),
     dict(sizes=[(100, 60)], counts=(30,), classes=6, options=dict(score_thresh=0.5, nms_thresh=0.5, detections_per_img=100)),
+    # small proposals, huge size deltas: torchvision's BoxCoder clamps dw, dh at log(1000 / 16) before exp
+    dict(sizes=[(120, 140)], counts=(20,), classes=3, options=dict(score_thresh=0.0), scale=40.0, small=True),
 ]
 
 
 @pytest.mark.part("roi_heads")
 @pytest.mark.points(7)
 def test_postprocess_detections_equal_torchvision(student):
-    """class-specific decoding (10, 10, 5, 5), softmax, clipping, background dropped, scores > score_thresh, small boxes removed, NMS per class, top detections_per_img == RoIHeads.postprocess_detections; images without proposals"""
+    """class-specific decoding (10, 10, 5, 5; dw, dh clamped), softmax, clipping, background dropped, scores > score_thresh, small boxes removed, NMS per class, top detections_per_img == RoIHeads.postprocess_detections; images without proposals; inputs unchanged"""
     g = torch.Generator().manual_seed(9)
     for k, case in enumerate(POSTPROCESS_CASES):
         proposals = [random_boxes(n, s, g) for n, s in zip(case["counts"], case["sizes"])]
+        if case.get("small"):  # 1-3 pixel proposals
+            proposals = [torch.cat([p[:, :2], p[:, :2] + 1 + 2 * torch.rand(len(p), 2, generator=g, dtype=p.dtype)], 1) for p in proposals]
         total, classes = sum(case["counts"]), case["classes"]
         logits = torch.randn(total, classes, generator=g, dtype=torch.float64) * 2.5
-        regression = torch.randn(total, 4 * classes, generator=g, dtype=torch.float64) * 0.5
+        regression = torch.randn(total, 4 * classes, generator=g, dtype=torch.float64) * case.get("scale", 0.5)
+        if k == 0:  # the caller's logits, regression and proposals stay as they were
+            assert_inputs_unchanged(student, "postprocess_detections", [logits, regression, proposals, case["sizes"]],
+                                    "postprocess_detections", allow_alias=True)
         ref = roi_heads(**case["options"])
         boxes, scores, labels = ref.postprocess_detections(logits, regression, proposals, case["sizes"])
         out = check_forbidden(student, student, "postprocess_detections", logits, regression, proposals, case["sizes"], what="postprocess_detections", **case["options"])
