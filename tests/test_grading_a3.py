@@ -160,6 +160,10 @@ A3_MUTANTS = {
                         "        _pw, _ph = torch.exp(_d[:, 2]) * _w, torch.exp(_d[:, 3]) * _h\n"
                         "        boxes_all = torch.stack([_cx - 0.5 * _pw, _cy - 0.5 * _ph, _cx + 0.5 * _pw, _cy + 0.5 * _ph], 1)")]},
         {"test_postprocess_detections_equal_torchvision": "in place"}),
+    # gradients flow from the proposals into the RPN (torchvision decodes detached deltas)
+    "rpn-proposals-not-detached": (
+        {"rpn": ("self.box_coder.decode_single(deltas.detach().reshape(-1, 4)", "self.box_coder.decode_single(deltas.reshape(-1, 4)")},
+        {"test_rpn_training_losses_equal_torchvision": "detached"}),
     "decode-without-clamp": (
         {"roi_heads": ("        boxes_all = coder.decode_single(box_regression.reshape(-1, 4), torch.cat(proposals).repeat_interleave(num_classes, dim=0))",
                        "        _d = box_regression.reshape(-1, 4) / box_regression.new_tensor([10.0, 10.0, 5.0, 5.0])\n"

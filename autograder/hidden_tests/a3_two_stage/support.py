@@ -60,3 +60,11 @@ def call_with_references(fn, args, kwargs, anchor_table):
                 namespace.pop(name, None)
             else:
                 namespace[name] = value
+
+
+def proposals_need_grad(rpn, features, image_sizes, targets, anchor_table):
+    """Train-mode RPN forward (references bound) on ``features`` that require grad: [does image i's proposals tensor
+    require grad] (torchvision detaches them: the second stage must not train the RPN through its proposals)."""
+    features = [f.detach().requires_grad_() for f in features]
+    proposals, _ = call_with_references(rpn, [features, image_sizes, targets], {}, anchor_table)
+    return [bool(getattr(p, "requires_grad", False)) for p in proposals]

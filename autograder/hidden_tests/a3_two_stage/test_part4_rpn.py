@@ -192,7 +192,7 @@ TRAIN_TARGETS = [
 @pytest.mark.part("rpn")
 @pytest.mark.points(4)
 def test_rpn_training_losses_equal_torchvision(student):
-    """training mode: anchor labels from the matcher (0.7 / 0.3, low-quality matches), targets with weights (1, 1, 1, 1), the two losses == torchvision's RPN (every labelled anchor sampled); an image without objects"""
+    """training mode: anchor labels from the matcher (0.7 / 0.3, low-quality matches), targets with weights (1, 1, 1, 1), the two losses == torchvision's RPN (every labelled anchor sampled); an image without objects; proposals detached"""
     for k, case in enumerate(CASES):
         every = dict(batch_size_per_image=10**6, positive_fraction=1.0)
         got, ref, table = rpn_pair(student, case, seed=10 + k, train_options=every)
@@ -211,3 +211,9 @@ def test_rpn_training_losses_equal_torchvision(student):
                 fail(f"RPN {name} must be a scalar tensor, got {describe(value)}")
             assert_number(float(value), float(want[name]), f"RPN {name}, case {k} ({len(targets)} images)", rtol=1e-5, atol=1e-8)  # torchvision makes its labels float32
         check_proposals(out[0], want_props, f"RPN case {k} in training mode")
+        if k == 0:
+            attached = student.helper("proposals_need_grad")(got, features, list(case["image_sizes"]), targets, table)
+            if not isinstance(attached, list) or any(a is not False for a in attached):
+                fail("RegionProposalNetwork in training mode: the proposals it returns carry gradients back into the RPN; "
+                     "decode them from detached deltas (deltas.detach()), as torchvision does: the second stage must not "
+                     "train the RPN through its proposals")
