@@ -192,7 +192,7 @@ def evaluate_detections(preds, targets, iou_thresholds=None, max_detections=100)
 BOX_IOU_BODY = '''    area1, area2 = box_area(boxes1), box_area(boxes2)
     top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
     bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
+    wh = _upcast(bottom_right - top_left).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     return inter / (area1[:, None] + area2[None, :] - inter)
 '''
@@ -228,7 +228,7 @@ A2_ALTERNATIVES = {
     # another order of operations, per-axis intersection, and 0 (not nan) for two zero-area boxes
     "box_iou-other-formula": {"box_ops": (BOX_IOU_BODY, '''    w = (torch.minimum(boxes1[:, None, 2], boxes2[None, :, 2]) - torch.maximum(boxes1[:, None, 0], boxes2[None, :, 0])).clamp(min=0)
     h = (torch.minimum(boxes1[:, None, 3], boxes2[None, :, 3]) - torch.maximum(boxes1[:, None, 1], boxes2[None, :, 1])).clamp(min=0)
-    inter = w * h
+    inter = _upcast(w) * _upcast(h)
     union = box_area(boxes1)[:, None] - inter + box_area(boxes2)[None, :]
     return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 ''')},
@@ -292,6 +292,9 @@ A2_MUTANTS = {
     "box_convert-returns-its-input": ({"box_ops": ("        return boxes.clone()\n", "        return boxes\n")}, {"test_box_convert_all_formats": "returned its input"}),
     "box_area-abs": ({"box_ops": ("    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])", "    return ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).abs()")},
                      {"test_box_area": "box_area"}),
+    # products in the boxes' own dtype: int8 / float16 areas overflow (torchvision upcasts)
+    "box_area-and-iou-without-upcast": ({"box_ops": [("    boxes = _upcast(boxes)\n", ""), ("    wh = _upcast(bottom_right - top_left).clamp(min=0)", "    wh = (bottom_right - top_left).clamp(min=0)")]},
+                                        {"test_box_area": "int8", "test_box_iou_matches_torchvision": "int8"}),
     "iou-plus-one": ({"box_ops": ("return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])", "return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)")},
                      {"test_box_area": ""}),
     "box_iou-python-loop": ({"box_ops": (BOX_IOU_BODY, '''    rows = []

@@ -79,6 +79,13 @@ print("running on", device)
 # Like torchvision: `box_area` is $(x_2 - x_1)(y_2 - y_1)$ with no `abs()` — an inverted box
 # ($x_2 < x_1$) gets a negative area; `box_convert` returns a new tensor even when `in_fmt == out_fmt`.
 # The IoU of two zero-area boxes is $0/0$ (torchvision returns `nan`); the grader does not check that case.
+# **Dtypes**, graded as torchvision's: `box_area` and `box_iou` first *upcast* small types so that products do not
+# overflow — `float16`/`bfloat16` boxes are computed in `float32`, signed integer boxes narrower than 32 bits
+# (`int8`, `int16`) in `int32`; `float32`, `float64`, `int32` and `int64` stay as they are (the grader checks
+# `int8`, `int16`, `float16` and `bfloat16`; not `uint8`, whose coordinate differences wrap around). `box_area` returns
+# that dtype; `box_iou` returns floats (the intersection over the union of integer areas is a true division).
+# The cell gives `_upcast(t)` for it: apply it to the boxes in `box_area` and to the intersection's
+# `bottom_right - top_left` in `box_iou`, as torchvision does.
 #
 # Not allowed: `torchvision.ops.box_convert` (and its helpers in `torchvision.ops._box_convert`),
 # `box_area`, `box_iou` (nor `generalized_box_iou` and relatives), and
@@ -106,11 +113,21 @@ def box_convert(boxes, in_fmt, out_fmt):
     ### END SOLUTION
 
 
+def _upcast(t):
+    """Given (torchvision's rule): float16/bfloat16 -> float32, integers narrower than 32 bits -> int32, so that
+    products do not overflow; float32, float64, int32 and int64 unchanged."""
+    if t.is_floating_point():
+        return t if t.dtype in (torch.float32, torch.float64) else t.float()
+    return t if t.dtype in (torch.int32, torch.int64) else t.int()
+
+
 def box_area(boxes):
-    """Areas Tensor[N] of boxes Tensor[N, 4] in xyxy: (x2 - x1) * (y2 - y1)."""
+    """Areas Tensor[N] of boxes Tensor[N, 4] in xyxy: (x2 - x1) * (y2 - y1), computed in _upcast(boxes)'s dtype."""
     ### BEGIN SOLUTION
+    boxes = _upcast(boxes)
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     ### END SOLUTION
+
 
 
 def box_iou(boxes1, boxes2):
@@ -119,7 +136,7 @@ def box_iou(boxes1, boxes2):
     area1, area2 = box_area(boxes1), box_area(boxes2)
     top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
     bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
+    wh = _upcast(bottom_right - top_left).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     return inter / (area1[:, None] + area2[None, :] - inter)
     ### END SOLUTION
@@ -140,6 +157,11 @@ for _i in ("xyxy", "xywh", "cxcywh"):
         assert box_convert(_b1.double(), _i, _o).dtype == torch.float64, f"box_convert: {_i} -> {_o} of float64 boxes must be float64"
 _inverted = torch.tensor([[10.0, 0, 4, 6]])
 assert box_area(_inverted).tolist() == [-36.0], "box_area: an inverted box (x2 < x1) has a negative area, as in torchvision (no abs)"
+_small = torch.tensor([[0, 0, 100, 90], [10, 20, 60, 80]], dtype=torch.int8)  # areas up to 9000: beyond int8
+assert torch.equal(box_area(_small), tv_ops.box_area(_small)), "box_area: int8 boxes are computed in int32 (_upcast), as in torchvision"
+assert torch.allclose(box_iou(_small, _small), tv_ops.box_iou(_small, _small)), "box_iou: int8 boxes must not overflow (_upcast)"
+_half = _small.half() * 30  # areas up to 7.3 million: beyond float16's 65504
+assert box_area(_half).dtype == torch.float32 and torch.isfinite(box_iou(_half, _half)).all(), "box_area/box_iou: float16 boxes are computed in float32"
 print("boxes ✓")
 # %% [markdown]
 # ## Part 2 — Box coding

@@ -7,6 +7,9 @@ from .helpers import assert_iou, call, call_unchanged, random_boxes
 from autograder.testing import assert_tensor, assert_vectorized
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
+# Boxes whose areas overflow their own dtype (int8 up to 127, float16 up to 65504): torchvision upcasts. Not uint8: a
+# difference of two coordinates wraps around there before torchvision upcasts it.
+SMALL_DTYPES = ((torch.int8, 80), (torch.int16, 3000), (torch.float16, 3000), (torch.bfloat16, 3000))
 
 
 @pytest.mark.part("box_ops")
@@ -30,19 +33,23 @@ def test_box_convert_all_formats(student):
 @pytest.mark.part("box_ops")
 @pytest.mark.points(2)
 def test_box_area(student):
-    """box_area equals torchvision: zero-area and inverted boxes (negative area, no abs), float64, empty; input unchanged"""
+    """box_area equals torchvision: zero-area and inverted boxes (negative area, no abs), float64, empty, small dtypes upcast (int8 ... float16); input unchanged"""
     g = torch.Generator().manual_seed(1)
     boxes = torch.cat([random_boxes(20, g), torch.tensor([[5.0, 5, 5, 9], [3, 3, 3, 3], [10, 0, 4, 6], [0, 8, 5, 2.5]])])
     assert_tensor(call(student, "box_area", boxes), tv.box_area(boxes), "box_area (the last two boxes have x2 < x1 or y2 < y1)", rtol=1e-6, atol=1e-5)
     assert_tensor(call(student, "box_area", boxes.double()), tv.box_area(boxes.double()), "box_area of float64 boxes", rtol=1e-12, atol=1e-12)
     assert_tensor(call(student, "box_area", torch.zeros(0, 4)), torch.zeros(0), "box_area of no boxes")
     call_unchanged(student, "box_area", boxes)
+    for dtype, scale in SMALL_DTYPES:  # upcast like torchvision: no overflow, float32 / int32 results
+        small = random_boxes(12, g, scale=scale).to(dtype)
+        assert_tensor(call(student, "box_area", small), tv.box_area(small), f"box_area of {str(dtype)[6:]} boxes (computed in {str(tv.box_area(small).dtype)[6:]})",
+                      rtol=1e-6, atol=1e-3)
 
 
 @pytest.mark.part("box_ops")
 @pytest.mark.points(4)
 def test_box_iou_matches_torchvision(student):
-    """box_iou on random, non-square, identical, disjoint, touching and zero-area boxes; float64; empty; inputs unchanged"""
+    """box_iou on random, non-square, identical, disjoint, touching and zero-area boxes; float64; small dtypes upcast; empty; inputs unchanged"""
     g = torch.Generator().manual_seed(2)
     a, b = random_boxes(31, g, scale=200), random_boxes(17, g, scale=200)
     assert_tensor(call(student, "box_iou", a, b), tv.box_iou(a, b), "box_iou(random 31 x 17 boxes)", rtol=1e-5, atol=1e-6)
@@ -54,6 +61,10 @@ def test_box_iou_matches_torchvision(student):
     assert_tensor(call(student, "box_iou", torch.zeros(0, 4), b), torch.zeros(0, 17), "box_iou with no boxes on the first side")
     assert_tensor(call(student, "box_iou", a, torch.zeros(0, 4)), torch.zeros(31, 0), "box_iou with no boxes on the second side")
     call_unchanged(student, "box_iou", a[:6], b[:4])
+    for dtype, scale in SMALL_DTYPES:
+        sa, sb = random_boxes(9, g, scale=scale).to(dtype), random_boxes(7, g, scale=scale).to(dtype)
+        assert_tensor(call(student, "box_iou", sa, sb), tv.box_iou(sa, sb), f"box_iou of {str(dtype)[6:]} boxes (computed in a wider type)",
+                      rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.part("box_ops")
