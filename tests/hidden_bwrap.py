@@ -32,7 +32,7 @@ def _needed() -> list[Path]:
 def _setup_script() -> str:
     """Shell commands (run inside the namespace) that hide bwrap and open the way to the needed folders."""
     # The original folders stay reachable below a tmpfs of the namespace's own (nothing is created on the host's disk).
-    lines = ["set -e", "keep=/mnt", "mount -t tmpfs -o mode=0700 tmpfs $keep"]
+    lines = ["set -e", "keep=/mnt", "mkdir -p $keep", "mount -t tmpfs -o mode=0700 tmpfs $keep"]
     blocked: dict[Path, set[str]] = {}
     for target in _needed():
         for folder in [*reversed(target.parents), target]:
