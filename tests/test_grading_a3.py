@@ -40,7 +40,10 @@ def test_a3_one_solved_part_scores_exactly_its_points(grade, part):
 
 # ----------------------------------------------------------------------------- other implementations
 # roi_align gathering the four neighbours of every sample itself (no grid_sample), exact to float rounding
-ROI_ALIGN_GATHER = '''    rois = _as_rois(boxes, input)
+ROI_ALIGN_GATHER = '''    if input.element_size() < 4:  # half precision: sampled in float32 (the notebook's rule)
+        return roi_align(input.to(torch.float32), _as_rois(boxes, input).to(torch.float32), output_size, spatial_scale, sampling_ratio,
+                         aligned).to(input.dtype)
+    rois = _as_rois(boxes, input)
     out_h, out_w = _pair(output_size)
     N, C, H, W = input.shape
     K = rois.shape[0]
@@ -164,6 +167,11 @@ A3_MUTANTS = {
     "rpn-proposals-not-detached": (
         {"rpn": ("self.box_coder.decode_single(deltas.detach().reshape(-1, 4)", "self.box_coder.decode_single(deltas.reshape(-1, 4)")},
         {"test_rpn_training_losses_equal_torchvision": "detached"}),
+    # half-precision maps not handled (grid_sample wants one dtype)
+    "roi_align-without-float16": (
+        {"roi_ops": ("    if input.dtype in (torch.float16, torch.bfloat16):  # sampled in float32, returned in the input's dtype\n"
+                     "        return roi_align(input.float(), _as_rois(boxes, input).float(), output_size, spatial_scale, sampling_ratio, aligned).to(input.dtype)\n", "")},
+        {"test_roi_align_matches_torchvision": "float16"}),
     "decode-without-clamp": (
         {"roi_heads": ("        boxes_all = coder.decode_single(box_regression.reshape(-1, 4), torch.cat(proposals).repeat_interleave(num_classes, dim=0))",
                        "        _d = box_regression.reshape(-1, 4) / box_regression.new_tensor([10.0, 10.0, 5.0, 5.0])\n"

@@ -4,7 +4,8 @@ import torch
 import torchvision.ops as tv
 
 from .helpers import as_list, call, check_output, random_rois, student_vjp
-from autograder.testing import assert_inputs_unchanged, assert_tensor, assert_vectorized, fail, numerical_gradcheck
+from autograder.client import StudentError
+from autograder.testing import assert_inputs_unchanged, assert_tensor, assert_vectorized, describe, fail, numerical_gradcheck
 
 SCALES = (1.0, 0.5, 0.25, 1 / 16)
 
@@ -16,7 +17,7 @@ def feature_map(n, c, h, w, generator, dtype=torch.float32):
 @pytest.mark.part("roi_ops")
 @pytest.mark.points(6)
 def test_roi_align_matches_torchvision(student):
-    """roi_align == torchvision: sampling_ratio 1, 2, 3 and adaptive (0, -1), aligned both ways, several spatial_scales, RoIs partly or wholly outside, non-square maps, float32 and float64"""
+    """roi_align == torchvision: sampling_ratio 1, 2, 3 and adaptive (0, -1), aligned both ways, several spatial_scales, RoIs partly or wholly outside, non-square maps, float32 and float64; float16 within half precision"""
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         for scale in SCALES:
@@ -35,6 +36,18 @@ def test_roi_align_matches_torchvision(student):
                      f"roi_align with large RoIs and adaptive sampling (aligned={aligned})")
         check_output(call(student, "roi_align", x, rois, (7, 5), 1.0, 0, aligned), tv.roi_align(x, rois, (7, 5), 1.0, 0, aligned),
                      f"roi_align with output_size (7, 5), adaptive sampling (aligned={aligned})")
+    # half precision, as torchvision takes it (map and boxes float16): float16 out, within half precision's accuracy
+    x16, rois16 = feature_map(2, 3, 11, 17, g).half(), random_rois(16, 2, (11, 17), 0.5, g).half()
+    for ratio, aligned in ((2, False), (-1, True)):
+        want = tv.roi_align(x16, rois16, (3, 4), 0.5, ratio, aligned)
+        what = f"roi_align(Tensor[2, 3, 11, 17] float16, 16 RoIs float16, (3, 4), 0.5, sampling_ratio={ratio}, aligned={aligned})"
+        try:
+            got = call(student, "roi_align", x16, rois16, (3, 4), 0.5, ratio, aligned)
+        except StudentError as exc:
+            fail(f"{what} raised {str(exc).splitlines()[0][:160]}: compute half-precision maps in float32 and return float16")
+        if not isinstance(got, torch.Tensor) or got.dtype != torch.float16 or got.shape != want.shape:
+            fail(f"{what}: expected Tensor{list(want.shape)} float16, got {describe(got)}")
+        assert_tensor(got.float(), want.float(), what, rtol=1e-2, atol=2e-2)
 
 
 @pytest.mark.part("roi_ops")
