@@ -74,9 +74,10 @@ class WorkerClient:
         except WorkerFailure as exc:
             # No student code has run yet: the sandbox itself failed (no namespaces here?). Refuse (SandboxUnavailable),
             # or, where the course allowed it, use the basic sandbox and say so in the results.
+            reason = " ".join(str(exc).split())[-300:]
             if self.confinement.mode != "bubblewrap":
-                raise sandbox.SandboxUnavailable(f"grading refused: the basic sandbox could not start the worker ({' '.join(str(exc).split())[-300:]})") from None
-            self.confinement = sandbox.fall_back(" ".join(str(exc).split())[-300:])
+                raise sandbox.SandboxUnavailable(f"grading refused: the basic sandbox could not start the worker ({reason})") from None
+            self.confinement = sandbox.fall_back(reason)
             self._spawn()
             self._exchange(None, self.limits.start_timeout_s, what="starting the worker")
         self.generation += 1

@@ -196,14 +196,9 @@ def bubblewrap_problem() -> tuple[str, str] | None:
     if os.geteuid() == 0 and (shutil.which("setpriv") is None or _nobody() is None):
         return ("the worker cannot drop root inside bubblewrap (setpriv from util-linux, or the user nobody, is missing)",
                 "`apt-get install util-linux` and make sure the user `nobody` exists")
-    args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", *_system_dirs(), "--dev", "/dev"]
-    user = _nobody()
-    if user is not None:
-        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "setpriv", f"--reuid={user.pw_uid}",
-                 f"--regid={user.pw_gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
+    args = [*_namespace_args(bwrap), "--dev", "/dev", *_drop_root_args(_nobody()), "true"]  # the worker's namespaces and user switch
     try:
-        run = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        run = subprocess.run(args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bubblewrap ({bwrap}) could not run: {exc}", NAMESPACES_FIX
     if run.returncode != 0:
@@ -212,15 +207,25 @@ def bubblewrap_problem() -> tuple[str, str] | None:
     return None
 
 
-def _system_dirs() -> list[str]:
-    """bwrap arguments for /bin, /lib ... as the host has them (symlinks into /usr, or directories)."""
-    args: list[str] = []
+def _namespace_args(bwrap: str) -> list[str]:
+    """bubblewrap with the worker's namespaces and the host's system directories, read-only: /usr, and /bin, /lib ...
+    as the host has them (symlinks into /usr, or directories)."""
+    args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     return args
+
+
+def _drop_root_args(user: pwd.struct_passwd | None) -> list[str]:
+    """As root: drop to the unprivileged ``user`` inside the sandbox (setpriv); nothing otherwise."""
+    if user is None:
+        return []
+    return ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "setpriv", f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
 
 
 def _basic(note: str) -> Confinement:
@@ -804,8 +809,7 @@ def bwrap_prefix(workdir: WorkDir, user: pwd.struct_passwd | None, limits: Limit
     """bubblewrap's arguments: namespaces, the read-only system and Python view, the worker's tmpfs."""
     limits = limits or workdir.limits
     view = python_view()
-    args = [bwrap_binary() or "bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", *_system_dirs()]
+    args = _namespace_args(bwrap_binary() or "bwrap")
     for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime"):
         args += ["--ro-bind-try", etc, etc]
     # No procfs: its mount table and /proc/1/cmdline would name host paths. PyTorch's CPU detection reads cpuinfo.
@@ -816,10 +820,7 @@ def bwrap_prefix(workdir: WorkDir, user: pwd.struct_passwd | None, limits: Limit
              "--setenv", "HOME", SANDBOX_HOME, "--setenv", "TMPDIR", f"{SANDBOX_HOME}/tmp"]
     for name, value in view.env:
         args += ["--setenv", name, value]
-    if user is not None:  # root: drop to the unprivileged user inside the sandbox
-        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "setpriv", f"--reuid={user.pw_uid}",
-                 f"--regid={user.pw_gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
-    return args
+    return args + _drop_root_args(user)
 
 
 def worker_command(confinement: Confinement, workdir: WorkDir, rfd: int, wfd: int) -> list[str]:

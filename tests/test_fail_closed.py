@@ -16,14 +16,13 @@ import time
 import zipfile
 from pathlib import Path
 
-import nbformat
 import pytest
 
 import hidden_bwrap
 from autograder.assignments import HIDDEN_TESTS, PACKAGE_DIR
 from autograder.results import validate
 from autograder.secret import evaluation_seed, secret_file
-from conftest import ROOT, release_nb, solution_nb, with_cells
+from conftest import ROOT, release_nb, solution_nb, with_cells, write_nb
 
 A1 = "a1_pytorch"
 NO_BWRAP = {"GRADER_BWRAP": "/nonexistent/bwrap"}  # a switch the sandbox honours: bubblewrap "not installed"
@@ -63,11 +62,6 @@ def _planted(targets: list[str]) -> list[str]:
     return [t for t in targets if os.path.exists(os.path.join(t, "planted-by-student.txt"))]
 
 
-def _write(nb, path: Path) -> Path:
-    nbformat.write(nb, path)
-    return path
-
-
 def _grade_cli(submission: Path, out: Path, *extra: str, env: dict | None = None, wrap=lambda argv: argv, timeout=600):
     argv = wrap([sys.executable, "-m", "autograder", "grade", "--assignment", A1, str(submission), "--out", str(out), *extra])
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
@@ -79,8 +73,8 @@ def _exploits(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     host_tmp.mkdir()
     host_tmp.chmod(0o777)  # the host's /tmp is writable by everyone; so is this stand-in
     targets = [str(PACKAGE_DIR), str(HIDDEN_TESTS), str(HIDDEN_TESTS / A1), str(tmp_path), str(host_tmp), "/tmp", str(ROOT)]
-    read = _write(with_cells(release_nb(A1), {"manual_step": READ.format(root=str(ROOT))}), tmp_path / "read.ipynb")
-    plant = _write(with_cells(release_nb(A1), {"manual_step": PLANT.format(targets=targets)}), tmp_path / "plant.ipynb")
+    read = write_nb(with_cells(release_nb(A1), {"manual_step": READ.format(root=str(ROOT))}), tmp_path / "read.ipynb")
+    plant = write_nb(with_cells(release_nb(A1), {"manual_step": PLANT.format(targets=targets)}), tmp_path / "plant.ipynb")
     return read, plant, targets
 
 
@@ -90,7 +84,7 @@ def test_grade_refuses_without_bubblewrap_and_says_how_to_fix_it(tmp_path):
     marker.parent.chmod(0o777)
     nb = with_cells(solution_nb(A1), {"manual_step": f"open({str(marker)!r}, 'w').write('x')\n"})
     start = time.monotonic()
-    run = _grade_cli(_write(nb, tmp_path / "s.ipynb"), tmp_path / "results.json", env=NO_BWRAP)
+    run = _grade_cli(write_nb(nb, tmp_path / "s.ipynb"), tmp_path / "results.json", env=NO_BWRAP)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "grading refused" in run.stderr and "apt-get install bubblewrap" in run.stderr and "--allow-basic-sandbox" in run.stderr
     assert "PASS" not in run.stdout and not marker.exists()
@@ -104,7 +98,7 @@ def test_grade_refuses_without_bubblewrap_and_says_how_to_fix_it(tmp_path):
 def test_grade_batch_refuses_before_touching_a_submission(tmp_path):
     subs = tmp_path / "subs"
     subs.mkdir()
-    _write(solution_nb(A1), subs / "alice.ipynb")
+    write_nb(solution_nb(A1), subs / "alice.ipynb")
     run = subprocess.run([sys.executable, "-m", "autograder", "grade-batch", "--assignment", A1, str(subs), "--csv", str(tmp_path / "g.csv")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, **NO_BWRAP})
     assert run.returncode == 2, run.stdout + run.stderr
@@ -113,7 +107,7 @@ def test_grade_batch_refuses_before_touching_a_submission(tmp_path):
 
 
 def test_a_missing_course_secret_refuses_grading(tmp_path):
-    run = _grade_cli(_write(solution_nb(A1), tmp_path / "s.ipynb"), tmp_path / "r.json", env={"GRADER_SECRET_FILE": str(tmp_path / "none"), "GRADER_SECRET": ""})
+    run = _grade_cli(write_nb(solution_nb(A1), tmp_path / "s.ipynb"), tmp_path / "r.json", env={"GRADER_SECRET_FILE": str(tmp_path / "none"), "GRADER_SECRET": ""})
     assert run.returncode == 2 and "make secret" in run.stderr, run.stderr
     assert "unavailable" in json.loads((tmp_path / "r.json").read_text())["output"]
 
@@ -151,7 +145,7 @@ def test_bubblewrap_worker_cannot_read_the_solutions_nor_plant_files(tmp_path):
 def test_basic_sandbox_grades_the_solution_and_stops_both_exploits(tmp_path):
     """Opt-in basic sandbox on a machine without bubblewrap: the solution keeps 100, the exploits get 0 and plant nothing."""
     read, plant, targets = _exploits(tmp_path)
-    solution = _write(solution_nb(A1), tmp_path / "solution.ipynb")
+    solution = write_nb(solution_nb(A1), tmp_path / "solution.ipynb")
     for sub, expected in ((solution, 100), (read, 0), (plant, 0)):
         run = _grade_cli(sub, tmp_path / f"{sub.stem}.json", "--allow-basic-sandbox", wrap=hidden_bwrap.command)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -177,7 +171,7 @@ def can_read(path):
         return True
     except OSError:
         return False
-def can_write(folder):
+def canwrite_nb(folder):
     try:
         with open(os.path.join(folder, "planted-by-student.txt"), "w") as f:
             f.write("x")
@@ -188,7 +182,7 @@ def can_write(folder):
 with WorkerClient([("probe", probe)]) as client:
     s = StudentProxy(client)
     print(json.dumps({{"mode": client.confinement.mode, "uid": s.uid(), "read": {{p: s.can_read(p) for p in {read!r}}},
-                      "write": {{p: s.can_write(p) for p in {write!r}}}, "own": s.can_write(".")}}))
+                      "write": {{p: s.canwrite_nb(p) for p in {write!r}}}, "own": s.canwrite_nb(".")}}))
 '''
 
 
