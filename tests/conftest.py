@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -161,3 +164,26 @@ def assert_mutants_name_real_tests(assignment_id: str, mutants: dict) -> None:
     """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
     missing = {t for _, must_fail in mutants.values() for t in must_fail} - set(suite_parts(assignment_id))
     assert not missing, missing
+
+
+# ----------------------------------------------------------------------------- a headless browser (book, reports)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's, driven by Playwright); installed with the CJK fonts where root and apt-get can."""
+    if not Path(CHROMIUM).exists() or not list(Path("/usr/share/fonts").rglob("NotoSansCJK*")):
+        if os.geteuid() == 0 and shutil.which("apt-get"):  # Chromium, and fonts for the Chinese terms
+            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "fonts-noto-cjk"], check=False, capture_output=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        if not Path(CHROMIUM).exists():
+            pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

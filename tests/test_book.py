@@ -4,7 +4,6 @@
 """
 import functools
 import http.server
-import os
 import re
 import shutil
 import subprocess
@@ -19,9 +18,6 @@ from conftest import ROOT
 
 HTML = ROOT / "book" / "_build" / "html"
 SCREENSHOTS = ROOT / "book" / "_build" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 
 
 def built_pages() -> list[Path]:
@@ -56,22 +52,6 @@ def test_first_use_of_terms_gives_the_chinese_term():
     text = (HTML / "ch12" / "tensors_autograd.html").read_text()
     for term in ("张量", "计算图", "反向传播", "梯度累加", "上下文管理器"):
         assert term in text
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists() or not list(Path("/usr/share/fonts").rglob("NotoSansCJK*")):
-        if os.geteuid() == 0 and shutil.which("apt-get"):  # Chromium, and fonts for the Chinese terms
-            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "fonts-noto-cjk"], check=False, capture_output=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-        if not Path(CHROMIUM).exists():
-            pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

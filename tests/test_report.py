@@ -23,9 +23,6 @@ from ta_demo import generated_results, notebook_with, rename_locals, solution_ce
 from autograder import assignments  # noqa: E402
 from autograder.report import write_report  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 FIGURES = ("scores.png", "failed_tests.png", "parts.png", "grading_time.png")
 
 
@@ -106,18 +103,6 @@ def test_report_cli_says_what_to_do_without_results(tmp_path):
 
 
 # ----------------------------------------------------------------------------- in a browser
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (make system-deps installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 def problems_in_browser(browser, directory: Path, screenshot: Path | None = None) -> tuple[list[str], dict]:
     """Serve ``directory``, open its index.html and every link in it; return the problems (console errors, 4xx,
     images that did not load) and what the page holds."""

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, solution_source
-from test_report import acceptance_folder, browser, problems_in_browser  # noqa: F401 - browser is a fixture
+from test_report import acceptance_folder, problems_in_browser
 
 from ta_demo import notebook_with, rename_locals, solution_cells  # test_report put benchmarks/ on the path
 from autograder import assignments
@@ -110,7 +110,7 @@ def test_independent_correct_implementations_are_not_flagged(assignment_id, gid,
     assert disguised != ours and compare(Code("copy", disguised, fingerprint(disguised, boilerplate)), mine).similarity > 0.95
 
 
-def test_similarity_page_opens_cleanly_and_highlights_both_sides(browser, tmp_path):  # noqa: F811
+def test_similarity_page_opens_cleanly_and_highlights_both_sides(browser, tmp_path):
     acceptance_folder(tmp_path)
     _, index, matches = check_folder("a1_pytorch", tmp_path, tmp_path / "report")
     problems, info = problems_in_browser(browser, index.parent)
