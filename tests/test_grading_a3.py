@@ -150,18 +150,22 @@ ROI_ALIGN_TESTS = ["test_roi_align_matches_torchvision", "test_roi_align_box_for
 
 # Each mutant: {cell: change} and {test that must fail: text its feedback must contain (or "")}.
 # Mutants of different functions of one cell are graded together (one grading each pair, to keep the time down).
+# Box decoding written out without torchvision's clamp of dw, dh at log(1000 / 16): (solution line, replacement).
+DECODE_WITHOUT_CLAMP = (
+    "        boxes_all = coder.decode_single(box_regression.reshape(-1, 4), torch.cat(proposals).repeat_interleave(num_classes, dim=0))",
+    "        _d = box_regression.reshape(-1, 4) / box_regression.new_tensor([10.0, 10.0, 5.0, 5.0])\n"
+    "        _p = torch.cat(proposals).repeat_interleave(num_classes, dim=0)\n"
+    "        _w, _h = _p[:, 2] - _p[:, 0], _p[:, 3] - _p[:, 1]\n"
+    "        _cx, _cy = _p[:, 0] + 0.5 * _w + _d[:, 0] * _w, _p[:, 1] + 0.5 * _h + _d[:, 1] * _h\n"
+    "        _pw, _ph = torch.exp(_d[:, 2]) * _w, torch.exp(_d[:, 3]) * _h\n"
+    "        boxes_all = torch.stack([_cx - 0.5 * _pw, _cy - 0.5 * _ph, _cx + 0.5 * _pw, _cy + 0.5 * _ph], 1)")
+
 A3_MUTANTS = {
     # the caller's class logits shifted in place (the softmax is unchanged); box decoding without the dw/dh clamp
     "postprocess-changes-logits-in-place+decode-without-clamp": (
         {"roi_heads": [("    scores_all = F.softmax(class_logits, dim=-1)",
                         "    class_logits.sub_(class_logits.max(dim=-1, keepdim=True).values)\n    scores_all = F.softmax(class_logits, dim=-1)"),
-                       ("        boxes_all = coder.decode_single(box_regression.reshape(-1, 4), torch.cat(proposals).repeat_interleave(num_classes, dim=0))",
-                        "        _d = box_regression.reshape(-1, 4) / box_regression.new_tensor([10.0, 10.0, 5.0, 5.0])\n"
-                        "        _p = torch.cat(proposals).repeat_interleave(num_classes, dim=0)\n"
-                        "        _w, _h = _p[:, 2] - _p[:, 0], _p[:, 3] - _p[:, 1]\n"
-                        "        _cx, _cy = _p[:, 0] + 0.5 * _w + _d[:, 0] * _w, _p[:, 1] + 0.5 * _h + _d[:, 1] * _h\n"
-                        "        _pw, _ph = torch.exp(_d[:, 2]) * _w, torch.exp(_d[:, 3]) * _h\n"
-                        "        boxes_all = torch.stack([_cx - 0.5 * _pw, _cy - 0.5 * _ph, _cx + 0.5 * _pw, _cy + 0.5 * _ph], 1)")]},
+                       DECODE_WITHOUT_CLAMP]},
         {"test_postprocess_detections_equal_torchvision": "in place"}),
     # gradients flow from the proposals into the RPN (torchvision decodes detached deltas)
     "rpn-proposals-not-detached": (
@@ -173,13 +177,7 @@ A3_MUTANTS = {
                      "        return roi_align(input.float(), _as_rois(boxes, input).float(), output_size, spatial_scale, sampling_ratio, aligned).to(input.dtype)\n", "")},
         {"test_roi_align_matches_torchvision": "float16"}),
     "decode-without-clamp": (
-        {"roi_heads": ("        boxes_all = coder.decode_single(box_regression.reshape(-1, 4), torch.cat(proposals).repeat_interleave(num_classes, dim=0))",
-                       "        _d = box_regression.reshape(-1, 4) / box_regression.new_tensor([10.0, 10.0, 5.0, 5.0])\n"
-                       "        _p = torch.cat(proposals).repeat_interleave(num_classes, dim=0)\n"
-                       "        _w, _h = _p[:, 2] - _p[:, 0], _p[:, 3] - _p[:, 1]\n"
-                       "        _cx, _cy = _p[:, 0] + 0.5 * _w + _d[:, 0] * _w, _p[:, 1] + 0.5 * _h + _d[:, 1] * _h\n"
-                       "        _pw, _ph = torch.exp(_d[:, 2]) * _w, torch.exp(_d[:, 3]) * _h\n"
-                       "        boxes_all = torch.stack([_cx - 0.5 * _pw, _cy - 0.5 * _ph, _cx + 0.5 * _pw, _cy + 0.5 * _ph], 1)")},
+        {"roi_heads": DECODE_WITHOUT_CLAMP},
         {"test_postprocess_detections_equal_torchvision": "boxes"}),
     "roi_align-offset-before-scaling+roi_pool-rounds-halves-to-even": (
         {"roi_ops": [("x1, y1, x2, y2 = (rois[:, i] * spatial_scale - shift for i in range(1, 5))",
