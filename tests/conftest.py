@@ -10,19 +10,21 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.assignments import known_ids
+from autograder import assignments
 
 ROOT = Path(__file__).resolve().parents[1]
 # Released assignments, from their manifests (autograder/manifests/<id>.toml).
-ASSIGNMENT_IDS = known_ids()
+ASSIGNMENT_IDS = assignments.known_ids()
 
 
 def solution_nb(assignment_id: str) -> nbformat.NotebookNode:
-    return nbformat.read(ROOT / "solutions" / assignment_id / f"{assignment_id}.ipynb", as_version=4)
+    """The nbgrader source notebook, solutions/<id>/<id>.ipynb."""
+    return nbformat.read(assignments.get(assignment_id).solution_path, as_version=4)
 
 
 def release_nb(assignment_id: str) -> nbformat.NotebookNode:
-    return nbformat.read(ROOT / "assignments" / assignment_id / f"{assignment_id}.ipynb", as_version=4)
+    """The student release, assignments/<id>/<id>.ipynb."""
+    return assignments.get(assignment_id).release()
 
 
 def cell_by_id(nb: nbformat.NotebookNode, grade_id: str):
@@ -84,18 +86,17 @@ def points_by_test(results) -> dict[str, float]:
 
 def suite_parts(assignment_id: str) -> dict[str, str]:
     """Hidden test name -> the part (graded cell) it belongs to, from the suite and the manifest."""
-    from autograder import assignments, runner
+    from autograder import runner
 
     return {t.name.split(":")[0]: t.part for t in runner.collect(assignments.get(assignment_id))}
 
 
 def part_points(assignment_id: str, cell: str) -> float:
-    from autograder import assignments
-
+    """A part's points, from the manifest."""
     return assignments.get(assignment_id).part(cell).points
 
 
-# ----------------------------------------------------------------------------- shared checks of the test_grading_aN files
+# ----------------------------------------------------------------------------- shared by the test_grading_aN files (mutants, alternatives)
 def replace_bodies(assignment_id: str, gid: str, *pairs: tuple[str, str]) -> str:
     """The solution cell ``gid`` with the solution bodies of the functions starting at each ``pairs[i][0]`` replaced by ``pairs[i][1]``."""
     source = solution_source(assignment_id, gid)
@@ -104,41 +105,6 @@ def replace_bodies(assignment_id: str, gid: str, *pairs: tuple[str, str]) -> str
         end = source.index("    ### END SOLUTION", start)
         source = source[:start] + body + source[end:]
     return source
-
-
-def assert_released_with_every_part(assignment_id: str, points: list[float] | None = None) -> None:
-    """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
-    from autograder import assignments, runner
-    from autograder.notebook import graded_cells
-
-    a = assignments.get(assignment_id)
-    assert a.status == "released" and assignment_id in ASSIGNMENT_IDS
-    assert [c.grade_id for c in graded_cells(release_nb(assignment_id))] == [p.cell for p in a.parts]
-    assert a.total_points == 100 and (points is None or [p.points for p in a.parts] == points)
-    tests = runner.collect(a)
-    for p in a.parts:
-        assert sum(t.points for t in tests if t.part == p.cell) == p.points, p.cell
-
-
-def assert_solution_full_release_zero(grade, assignment_id: str) -> None:
-    """The solution scores every point within the submission budget (valid Gradescope results); the release scores 0."""
-    from autograder import assignments
-    from autograder.results import validate
-
-    a = assignments.get(assignment_id)
-    results = grade(ROOT / "solutions" / assignment_id / f"{assignment_id}.ipynb", assignment_id)
-    assert results.score == a.total_points, [(t.name, t.output) for t in results.tests if t.status != "passed"]
-    assert sum(t.max_score for t in results.tests) == a.total_points
-    assert results.execution_time < a.limits.submission_budget_s, results.execution_time
-    validate(results.to_gradescope())
-    released = grade(ROOT / "assignments" / assignment_id / f"{assignment_id}.ipynb", assignment_id)
-    assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
-
-
-def assert_one_part_scores_its_points(grade, assignment_id: str, part: str) -> None:
-    """The release with only ``part`` solved scores exactly that part's points."""
-    results = grade(with_cells(release_nb(assignment_id), {part: solution_nb(assignment_id)}), assignment_id)
-    assert results.score == part_points(assignment_id, part), [(t.name, t.score, t.output[:300]) for t in results.tests if t.status != "passed" or t.score]
 
 
 def assert_mutant_loses_points(grade, assignment_id: str, name: str, mutant: tuple[dict, dict], skip=(), each_part: bool = True) -> None:
@@ -158,12 +124,6 @@ def assert_mutant_loses_points(grade, assignment_id: str, name: str, mutant: tup
             assert sum(t.score for t in results.tests if part_of[t.name.split(":")[0]] == part) < part_points(assignment_id, part), (name, part)
     else:
         assert results.score < sum(part_points(assignment_id, p) for p in parts), name
-
-
-def assert_mutants_name_real_tests(assignment_id: str, mutants: dict) -> None:
-    """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
-    missing = {t for _, must_fail in mutants.values() for t in must_fail} - set(suite_parts(assignment_id))
-    assert not missing, missing
 
 
 # ----------------------------------------------------------------------------- a headless browser (book, reports)

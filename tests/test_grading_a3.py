@@ -1,41 +1,12 @@
-"""End-to-end grading of a3_two_stage: the solution scores 100, the release 0, a release with one part
-solved scores that part's points, subtly wrong code loses points, library calls that do the exercise
-get nothing, correct alternatives keep full marks, and a detector that does not learn scores nothing
-on the trained test."""
+"""End-to-end grading of a3_two_stage: subtly wrong code loses points, library calls that do the exercise get
+nothing, correct alternatives keep full marks (a detector that does not learn: test_trusted_evaluation.py; solution
+100, release 0, one part alone: test_grading_assignments.py)."""
 
 import pytest
 
-from conftest import (assert_mutant_loses_points, assert_mutants_name_real_tests, assert_one_part_scores_its_points,
-                      assert_released_with_every_part, assert_solution_full_release_zero, changed_cells, part_points, replace_bodies,
-                      solution_nb, solution_source, with_cells)
+from conftest import assert_mutant_loses_points, part_points, replace_bodies, solution_nb, with_cells
 
 A3 = "a3_two_stage"
-
-
-def sol(gid):
-    return solution_source(A3, gid)
-
-
-def build(changes):
-    """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
-    return changed_cells(A3, changes)
-
-
-def test_a3_is_released_with_every_part():
-    """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
-    assert_released_with_every_part(A3)
-
-
-@pytest.mark.slow
-def test_a3_solution_full_release_zero(grade):
-    assert_solution_full_release_zero(grade, A3)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("part", ["anchors", "rpn", "roi_heads"])
-def test_a3_one_solved_part_scores_exactly_its_points(grade, part):
-    """Parts 4 and 5 are graded with reference versions of the earlier parts' functions, so they score alone."""
-    assert_one_part_scores_its_points(grade, A3, part)
 
 
 # ----------------------------------------------------------------------------- other implementations
@@ -160,7 +131,7 @@ DECODE_WITHOUT_CLAMP = (
     "        _pw, _ph = torch.exp(_d[:, 2]) * _w, torch.exp(_d[:, 3]) * _h\n"
     "        boxes_all = torch.stack([_cx - 0.5 * _pw, _cy - 0.5 * _ph, _cx + 0.5 * _pw, _cy + 0.5 * _ph], 1)")
 
-A3_MUTANTS = {
+MUTANTS = {
     # the caller's class logits shifted in place (the softmax is unchanged); box decoding without the dw/dh clamp
     "postprocess-changes-logits-in-place+decode-without-clamp": (
         {"roi_heads": [("    scores_all = F.softmax(class_logits, dim=-1)",
@@ -255,11 +226,7 @@ A3_MUTANTS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(A3_MUTANTS))
+@pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_a3_subtly_wrong_code_loses_points(grade, name):
-    assert_mutant_loses_points(grade, A3, name, A3_MUTANTS[name], each_part=False)
+    assert_mutant_loses_points(grade, A3, name, MUTANTS[name], each_part=False)
 
-
-def test_a3_mutants_name_real_tests():
-    """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
-    assert_mutants_name_real_tests(A3, A3_MUTANTS)

@@ -1,40 +1,11 @@
-"""End-to-end grading of a4_one_stage: the solution scores 100, the release 0, a release with one part
-solved scores that part's points, subtly wrong code loses points, library calls that do the exercise get
-nothing, and correct alternatives keep full marks (the trained test's hostile models are in
-test_trusted_evaluation.py)."""
+"""End-to-end grading of a4_one_stage: subtly wrong code loses points, library calls that do the exercise get
+nothing, and correct alternatives keep full marks (the trained test's hostile models are in test_trusted_evaluation.py;
+solution 100, release 0, one part alone: test_grading_assignments.py)."""
 import pytest
 
-from conftest import (assert_mutant_loses_points, assert_mutants_name_real_tests, assert_one_part_scores_its_points,
-                      assert_released_with_every_part, assert_solution_full_release_zero, changed_cells, part_points, replace_bodies,
-                      solution_nb, solution_source, with_cells)
+from conftest import assert_mutant_loses_points, part_points, replace_bodies, solution_nb, with_cells
 
 A4 = "a4_one_stage"
-
-
-def sol(gid):
-    return solution_source(A4, gid)
-
-
-def build(changes):
-    """{cell: (old, new) | [(old, new), ...] | full new source} -> {cell: new source}."""
-    return changed_cells(A4, changes)
-
-
-def test_a4_is_released_with_every_part():
-    """The manifest's parts are the release's graded cells, each part's tests add up to its points, 100 in all."""
-    assert_released_with_every_part(A4, [15, 25, 10, 20, 30])
-
-
-@pytest.mark.slow
-def test_a4_solution_full_release_zero(grade):
-    assert_solution_full_release_zero(grade, A4)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("part", ["focal_loss", "fcos_targets", "fcos_head", "fcos_losses"])
-def test_a4_one_solved_part_scores_exactly_its_points(grade, part):
-    """Part 4 is graded with reference versions of the part 1-2 functions, so it scores alone."""
-    assert_one_part_scores_its_points(grade, A4, part)
 
 
 # ----------------------------------------------------------------------------- other implementations
@@ -138,7 +109,7 @@ def test_a4_correct_alternatives_keep_full_marks(grade):
         "fcos_losses": replaced("fcos_losses", ("def fcos_losses(", LOSSES_BY_MASK)),
     }
     results = grade(with_cells(solution_nb(A4), changes), A4, parts=sorted(changes))
-    assert results.score == 100 - part_points(A4, "fcos"), [(t.name, t.output) for t in results.tests if t.status != "passed"]
+    assert results.score == sum(part_points(A4, p) for p in changes), [(t.name, t.output) for t in results.tests if t.status != "passed"]
 
 
 FOCAL_TESTS = ["test_focal_loss_matches_torchvision", "test_focal_loss_alpha_off_and_gamma_zero", "test_focal_loss_extreme_logits",
@@ -147,7 +118,7 @@ FOCAL_BODY_START = '''    if reduction not in ("none", "mean", "sum"):'''
 
 # Each mutant: {cell: change} and {test that must fail: text its feedback must contain (or "")}.
 # A focal-loss mutant and an FCOS mutant are graded together (one grading each pair, to keep the time down).
-A4_MUTANTS = {
+MUTANTS = {
     # an unknown reduction treated as "none"; BatchNorm in the towers; the prior bias on all three output convolutions
     "focal-unknown-reduction-as-none+head-batchnorm-and-prior-everywhere": (
         {"focal_loss": ('        raise ValueError(f"reduction must be \'none\', \'mean\' or \'sum\', not {reduction!r}")',
@@ -216,11 +187,7 @@ A4_MUTANTS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(A4_MUTANTS))
+@pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_a4_subtly_wrong_code_loses_points(grade, name):
-    assert_mutant_loses_points(grade, A4, name, A4_MUTANTS[name])
+    assert_mutant_loses_points(grade, A4, name, MUTANTS[name])
 
-
-def test_a4_mutants_name_real_tests():
-    """Every test a mutant must fail exists in the suite (a renamed test would make a mutant pass vacuously)."""
-    assert_mutants_name_real_tests(A4, A4_MUTANTS)

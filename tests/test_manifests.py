@@ -1,5 +1,7 @@
 """One manifest per assignment (autograder/manifests/<id>.toml) drives the grader, the Makefile,
 the book and these tests; the manifest, the release notebook and the hidden suite must agree."""
+import dataclasses
+import importlib.util
 import re
 import subprocess
 import sys
@@ -21,15 +23,50 @@ def test_list_command_prints_the_released_assignments():
 
 @pytest.mark.parametrize("assignment_id", ASSIGNMENT_IDS)
 def test_manifest_release_and_suite_agree(assignment_id):
+    """The manifest's parts are the release's graded cells, in order; each part's hidden tests add up to its points,
+    100 in all; the support modules the manifest names exist."""
     a = assignments.get(assignment_id)
+    assert a.status == "released"
     assert [c.grade_id for c in graded_cells(release_nb(assignment_id))] == [p.cell for p in a.parts]
     assert a.total_points == 100
     tests = runner.collect(a)  # raises when a test has no part or a part's points do not add up
     assert {t.part for t in tests} == {p.cell for p in a.parts}
     for p in a.parts:
         assert sum(t.points for t in tests if t.part == p.cell) == p.points
-    if a.support:
-        assert (a.tests_dir / a.support).is_file()
+    assert all(path.is_file() for path in a.support_paths), a.support
+
+
+def sync_sources():
+    """book/_ext/sync_sources.py, which writes the book's points from the manifests (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("sync_sources", ROOT / "book" / "_ext" / "sync_sources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stated_points(page_text: str) -> dict[int, float]:
+    """{part: points} of an assignment page's parts table."""
+    sync = sync_sources()
+    table = page_text.split(sync.POINTS_START)[1].split(sync.POINTS_END)[0]
+    return {int(row[1]): float(row[3]) for row in map(sync.POINTS_ROW.fullmatch, table.strip().split("\n")[2:])}
+
+
+@pytest.mark.parametrize("assignment_id", ASSIGNMENT_IDS)
+def test_book_page_points_are_written_from_the_manifest(assignment_id):
+    """The book page's parts table states the manifest's points (make book writes them; tests/test_book.py checks the
+    committed page is what it writes): a changed manifest changes them, a row too many or too few is refused."""
+    sync = sync_sources()
+    a = assignments.get(assignment_id)
+    page = (ROOT / "book" / "assignments" / f"{assignment_id}.md").read_text()
+    committed = stated_points(page)
+    assert sum(committed.values()) == a.total_points and list(committed) == list(range(1, len(committed) + 1))
+    bumped = dataclasses.replace(a, parts=tuple(dataclasses.replace(p, points=p.points + 1) for p in a.parts))
+    again = stated_points(sync.rendered_points_page(bumped))
+    assert sum(again.values()) == a.total_points + len(a.parts) and all(again[n] > committed[n] for n in committed)
+    last_row = page.split(sync.POINTS_END)[0].rstrip("\n").rsplit("\n", 1)[1]
+    for broken in (page.replace(last_row + "\n", ""), page.replace(last_row, f"{last_row}\n| {len(committed) + 1} | more | 0 |")):
+        with pytest.raises(sync.PageError, match="not the notebook's parts"):
+            sync.rendered_points_page(a, broken)
 
 
 @pytest.mark.parametrize("assignment_id", ASSIGNMENT_IDS)
