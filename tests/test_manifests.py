@@ -96,7 +96,7 @@ def test_a_half_written_assignment_does_not_break_the_course(tmp_path, monkeypat
     """A draft (solution started, no hidden tests yet) is known but not listed, released or bundled."""
     for p in assignments.MANIFESTS.glob("*.toml"):
         (tmp_path / p.name).write_text(p.read_text())
-    (tmp_path / "a9_draft.toml").write_text('title = "Draft"\nlecture = "15"\nstatus = "draft"\nparts = []\n')
+    (tmp_path / "a9_draft.toml").write_text('title = "Draft"\nlecture = "15"\nstatus = "draft"\nsupport = ["worker_support/common.py"]\nparts = []\n')
     monkeypatch.setattr(assignments, "MANIFESTS", tmp_path)
     assignments._all.cache_clear()
     try:
