@@ -56,6 +56,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             results = _not_graded(args.assignment, f"internal grader error: invalid results ({type(exc).__name__})", started)
             status = 1
         results.write(args.out)
+    figures = _write_figures(results, args.out) if args.out else []
     print(results.summary())
     try:
         from autograder.sandbox import describe
@@ -64,8 +65,18 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"worker sandbox: unknown ({type(exc).__name__})")
     if args.out:
-        print(f"results written to {args.out}")
+        print(f"results written to {args.out}" + "".join(f"\nfigure written to {p}" for p in figures))
     return status
+
+
+def _write_figures(results: Results, out: str) -> list[Path]:
+    """The tests' pictures as PNGs beside results.json (grade-batch: beside ``<student>.json``); a file that cannot be
+    written costs the picture only (results.json embeds it too)."""
+    try:
+        return results.write_figures(out)
+    except OSError as exc:
+        print(f"figures not written beside {out}: {exc}", file=sys.stderr)
+        return []
 
 
 UNAVAILABLE = 2  # exit status when grading refused to run (no sandbox, no course secret)

@@ -5,7 +5,8 @@ Reads what ``grade-batch`` left in ``FOLDER/_grading/`` (``<student>.json`` Grad
 ``FOLDER/_grading/report/``) with PNG figures drawn by matplotlib: the score histogram, the share of
 students failing each test with the failure message seen most often, points per part (box plots; the
 parts come from the assignment's manifest), grading time per submission, and every student with a link
-to their log. The page has no scripts and copies the logs it links to, so the folder can be shared.
+to their log and the pictures of their trained tests (``<student>.<test>.png``, written by ``grade``). The page has
+no scripts and copies the logs and pictures it links to, so the folder can be shared.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from autograder import assignments
+from autograder.feedback_figures import figure_paths, output_text
 from autograder.html_page import esc, page, table
 
 FIGURE_DPI = 100
@@ -41,6 +43,8 @@ class Submission:
     tests: list[dict] = field(default_factory=list)
     log: Path | None = None
     log_link: str | None = None  # relative to the report, once copied
+    figures: list[Path] = field(default_factory=list)  # the pictures grade wrote beside the results
+    figure_links: list[str] = field(default_factory=list)  # relative to the report, once copied
 
 
 def load(grading_dir: Path, submissions: dict[str, Path] | None = None) -> list[Submission]:
@@ -65,6 +69,7 @@ def _read(grading_dir: Path, sid: str, file: Path | None) -> Submission:
         output = str(data.get("output", ""))
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         return Submission(sid, "error", f"unreadable results file ({type(exc).__name__}); grade it again with --force", log=log)
+    sub.figures = [p for t in tests for p in figure_paths(result_path, str(t.get("name", ""))) if p.is_file()]
     if output.startswith(INTERNAL_ERROR):
         sub.status, sub.reason = "error", output.split("\n")[0][len(NOT_GRADED) + 2:]
     elif output.startswith(NOT_GRADED):
@@ -146,7 +151,7 @@ def failure_shares(graded: list[Submission]) -> list[dict]:
             row["total"] += 1
             if t.get("status") != "passed" and float(t.get("score", 0)) < float(t.get("max_score", 0)):
                 row["failed"] += 1
-                first = next((ln.strip() for ln in str(t.get("output", "")).split("\n") if ln.strip()), "(no message)")
+                first = next((ln.strip() for ln in output_text(t).split("\n") if ln.strip()), "(no message)")
                 shape = re.sub(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", "#", first)  # the same message with other numbers
                 row["messages"][shape] += 1
                 row["example"].setdefault(shape, first)
@@ -245,8 +250,22 @@ def _copy_logs(subs: list[Submission], out: Path) -> None:
             s.log_link = f"logs/{name}"
 
 
+def _copy_figures(subs: list[Submission], out: Path) -> None:
+    """Copy each student's pictures into ``out/pictures/`` under safe names."""
+    pictures = out / "pictures"
+    if pictures.exists():
+        shutil.rmtree(pictures)
+    for i, s in enumerate(subs):
+        for k, path in enumerate(s.figures):
+            pictures.mkdir(parents=True, exist_ok=True)
+            name = f"{i:04d}-{k}-{re.sub(r'[^A-Za-z0-9._-]', '_', path.name)[-100:]}"
+            shutil.copyfile(path, pictures / name)
+            s.figure_links.append(f"pictures/{name}")
+
+
 def _log_cell(s: Submission) -> str:
-    return f"<a href=\"{s.log_link}\">log</a>" if s.log_link else "no log"
+    log = f"<a href=\"{s.log_link}\">log</a>" if s.log_link else "no log"
+    return log + "".join(f" <a href=\"{link}\">picture {k + 1}</a>" for k, link in enumerate(s.figure_links))
 
 
 def write_report(folder: Path, out: Path | None = None, assignment_id: str | None = None, grading_dir: Path | None = None) -> Path:
@@ -268,6 +287,7 @@ def write_report(folder: Path, out: Path | None = None, assignment_id: str | Non
     if not subs:
         raise FileNotFoundError(f"{grading_dir} holds no results (<student>.json) or logs: run grade-batch first")
     _copy_logs(subs, out)
+    _copy_figures(subs, out)
     graded = [s for s in subs if s.status == "graded"]
     max_score = max((s.max_score for s in graded), default=a.total_points if a else 0.0)
     parts = list(a.parts) if a else []
@@ -303,7 +323,7 @@ def write_report(folder: Path, out: Path | None = None, assignment_id: str | Non
                         f"{100 * r['share']:.0f} % ({r['failed']}/{r['total']})", f"<div class=\"msg\">{esc(r['message'], 400)}</div>",
                         str(r["message_count"]) if r["message_count"] else ""] for r in fails], numeric={2, 3, 5}))
     body.append("<h2 id=\"students\">Every student</h2>")
-    body.append(table(["student", "score", "status", "grading time", "log"],
+    body.append(table(["student", "score", "status", "grading time", "log and pictures"],
                       [[esc(s.student, 200), f"{s.score:g} / {s.max_score:g}" if s.status == "graded" else "–", esc(s.status),
                         f"{s.execution_time:.1f} s" if s.execution_time is not None else "–", _log_cell(s)] for s in subs],
                       numeric={1, 3}))

@@ -21,6 +21,7 @@ from autograder import assignments, sandbox
 from autograder.sanitize import clean, one_line, quoted
 from autograder.client import GraderError, StudentError, StudentProxy, WorkerClient, WorkerFailure
 from autograder.notebook import SubmissionError, extract, preamble_sources, read_submission
+from autograder.feedback_figures import figures_of
 from autograder.results import Results, TestResult
 from autograder.secret import course_secret
 
@@ -110,15 +111,16 @@ class GradingPlugin(SuiteChecks):
         report = outcome.get_result()
         if report.when == "call" or (report.when == "setup" and not report.passed):
             points, name = item_points(item), item_name(item)
+            figures = figures_of(report.user_properties)  # pictures the test drew here: attach(record_property, figure)
             if report.passed:  # a passing test may leave a note for the student: record_property("feedback", text)
                 notes = "\n".join(str(v) for k, v in report.user_properties if k == "feedback")
-                self.results.append(TestResult(name, points, points, notes, status="passed"))
+                self.results.append(TestResult(name, points, points, notes, status="passed", figures=figures))
             else:
                 if call.excinfo is not None and isinstance(call.excinfo.value, GraderError):
                     self.grader_errors.append(f"{item.name}: {call.excinfo.value}")
                 if call.excinfo is not None and isinstance(call.excinfo.value, sandbox.SandboxUnavailable):
                     self.sandbox_failure = call.excinfo.value
-                self.results.append(TestResult(name, 0.0, points, feedback(call.excinfo), status="failed"))
+                self.results.append(TestResult(name, 0.0, points, feedback(call.excinfo), status="failed", figures=figures))
 
 
 def feedback(excinfo) -> str:
