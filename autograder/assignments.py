@@ -3,7 +3,7 @@
 A manifest is the one place that says what an assignment is: its title and lecture, its status
 (``released``; ``draft`` while being written;
 ``planned``), its graded parts (one per graded cell, with points), the worker's
-limits while grading it, and the grader support module that runs in the worker. The Makefile
+limits while grading it, and the grader support modules that run in the worker. The Makefile
 (``python -m autograder list``), the project's tests, the benchmarks, the Gradescope bundle and the
 book's assignment table all read it from here.
 """
@@ -27,7 +27,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 COURSE_ROOT = Path(os.environ.get("GRADER_COURSE_ROOT", PACKAGE_DIR.parent)).resolve()
 HIDDEN_TESTS = PACKAGE_DIR / "hidden_tests"
 MANIFESTS = PACKAGE_DIR / "manifests"
-COMMON_SUPPORT = PACKAGE_DIR / "support_common.py"
 STATUSES = ("released", "draft", "planned")  # planned: in the book's table only
 
 
@@ -58,7 +57,7 @@ class Assignment:
     status: str
     parts: tuple[Part, ...]
     limits: GradingLimits
-    support: str | None = None  # file name in the hidden-test folder
+    support: tuple[str, ...] = ()  # grader modules run in the worker before the cells, in order (paths in autograder/)
 
     # -- paths
     @property
@@ -84,12 +83,14 @@ class Assignment:
                 return p
         raise KeyError(f"{self.id} has no part {cell!r}; parts: {', '.join(p.cell for p in self.parts)}")
 
+    @property
+    def support_paths(self) -> list[Path]:
+        return [PACKAGE_DIR / path for path in self.support]
+
     def support_sources(self) -> list[tuple[str, str]]:
-        """Grader code loaded in the worker before any student cell: (module name, source)."""
-        modules = [("grader_common", COMMON_SUPPORT.read_text())]
-        if self.support:
-            modules.append((f"grader_{self.id}", (self.tests_dir / self.support).read_text()))
-        return modules
+        """Grader code loaded in the worker before any student cell, in order: (module name, source). Each module
+        sees the public functions of those before it (worker_main.load_support)."""
+        return [("grader." + path.removesuffix(".py").replace("/", "."), (PACKAGE_DIR / path).read_text()) for path in self.support]
 
     def release(self) -> nbformat.NotebookNode:
         return nbformat.read(self.release_path, as_version=4)
@@ -111,10 +112,19 @@ def _parse(path: Path) -> Assignment:
             raise ValueError("two parts name the same cell")
         return Assignment(
             id=path.stem, title=str(data["title"]), lecture=str(data["lecture"]), status=status, parts=parts,
-            limits=GradingLimits(**data.get("limits", {})), support=data.get("support"),
+            limits=GradingLimits(**data.get("limits", {})), support=_support(data.get("support")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
+
+
+def _support(paths) -> tuple[str, ...]:
+    """The manifest's ``support`` list: paths of .py files inside autograder/, the shared ones first."""
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.endswith(".py") for p in paths):
+        raise ValueError("support must be a list of .py paths inside autograder/, e.g. [\"worker_support/common.py\"]")
+    if paths[0] != "worker_support/common.py":
+        raise ValueError("support must start with worker_support/common.py (every test uses its helpers)")
+    return tuple(paths)
 
 
 @functools.lru_cache(maxsize=None)

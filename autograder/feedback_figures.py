@@ -422,13 +422,15 @@ def segmentation_figure(images: torch.Tensor, truth_maps: torch.Tensor, predicte
 @dataclass
 class BoxPanel:
     """One case of a box unit test: ``expected`` boxes (trusted) against ``returned`` (the worker's, checked by
-    ``safe_boxes``), over ``context`` boxes (trusted inputs, grey) with a ``note`` under the title."""
+    ``safe_boxes``), over ``context`` boxes (trusted inputs, grey, labelled by ``context_labels`` or their index)
+    with a ``note`` under the title."""
 
     title: str
     expected: torch.Tensor | None
     returned: object
     context: torch.Tensor | None = None
     note: str = ""
+    context_labels: Sequence[str] | None = None
 
 
 @_fail_safe
@@ -462,7 +464,8 @@ def box_comparison_figure(panels: Sequence[BoxPanel], *, caption: str, size: tup
         ax.set_xlim(x0, x1)
         ax.set_ylim(y1, y0)
         for k, b in enumerate(p.context if p.context is not None else []):
-            _draw_box(ax, b.tolist(), CONTEXT_COLOR, str(k), linewidth=1.0)
+            label = p.context_labels[k] if p.context_labels is not None and k < len(p.context_labels) else str(k)
+            _draw_box(ax, b.tolist(), CONTEXT_COLOR, str(label)[:24], linewidth=1.0)
         for b in (p.expected if p.expected is not None else []):
             _draw_box(ax, b.tolist(), EXPECTED_COLOR, None, dashed=True, linewidth=2.2)
         if returned is None and p.returned is not None:
@@ -474,6 +477,6 @@ def box_comparison_figure(panels: Sequence[BoxPanel], *, caption: str, size: tup
         ax.tick_params(labelsize=6, length=2)
     entries = [("expected", EXPECTED_COLOR, "--"), ("returned", RETURNED_COLOR, "-")]
     if any(p.context is not None for p in panels):
-        entries.append(("input boxes (index)", CONTEXT_COLOR, "-"))
+        entries.append(("input boxes", CONTEXT_COLOR, "-"))
     _legend(fig, entries)
     return encode_png(fig, caption)

@@ -215,13 +215,16 @@ class Worker:
         raise ValueError(f"unknown op {op!r}")
 
     def load_support(self, modules: list) -> None:
-        """Run the grader's support modules as private modules and capture their public functions."""
+        """Run the grader's support modules, in order, as private modules and capture their public functions.
+        Each module sees ``STUDENT_MODULE``, ``import_path`` and the public functions of the modules loaded before it."""
         for name, source in modules:
             module = types.ModuleType(name)
-            module.__dict__["__builtins__"] = builtins
+            module.__dict__.update(self.support, STUDENT_MODULE=STUDENT_MODULE, import_path=import_path, __builtins__=builtins)
             exec(compile(source, f"<grader {name}>", "exec"), module.__dict__)  # noqa: S102 - the grader's own code
             for attr, value in vars(module).items():
                 if not attr.startswith("_") and callable(value) and getattr(value, "__module__", None) == name:
+                    if attr in self.support:
+                        raise GraderSupportError(f"support module {name} redefines {attr!r} of an earlier one")
                     self.support[attr] = value
 
     def run_cell(self, name: str, source: str) -> str | None:

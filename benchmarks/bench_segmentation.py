@@ -55,7 +55,7 @@ from common import markdown, reference, save
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repo root, for autograder.hidden_tests
 from autograder.hidden_tests.a5_segmentation import support  # noqa: E402
 from autograder.hidden_tests.a5_segmentation.evaluation import confusion_miou  # noqa: E402
-from autograder.hidden_tests.trained_detection import evaluation_set  # noqa: E402
+from autograder.hidden_tests.kit.detection import evaluation_set  # noqa: E402
 from lecture_utils.data import CLASSES, ShapesDataset  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")

@@ -22,7 +22,7 @@ import torchvision.ops as tv
 from common import markdown
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repo root, for autograder.hidden_tests
-from autograder.hidden_tests.a2_detection_basics.coco_reference import coco_reference  # noqa: E402
+from autograder.hidden_tests.kit.coco_reference import coco_reference  # noqa: E402
 from lecture_utils.data import ShapesDataset  # noqa: E402
 
 IMAGE_SIZE, BATCH, TRAIN_IMAGES, VAL_IMAGES = 128, 12, 1536, 128

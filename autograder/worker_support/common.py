@@ -1,30 +1,21 @@
-"""Grader support shared by every assignment: loaded in the worker before any student cell.
+"""Grader support every assignment loads first in the worker (before any student cell).
 
-This file is sent to the worker as source and run there as a private module (never importable
-by, nor part of, the student's namespace). Its public functions are what hidden tests reach with
-``student.helper(name)``; the worker captures them when it loads this module, so a student cell
-that later rebinds a name here cannot change which function a test calls. It needs only the
+The worker-side grader code lives in modules that each manifest lists (``support = [...]``, in load order):
+the shared ones in ``autograder/worker_support/``, an assignment's own in ``hidden_tests/<id>/support.py``.
+Each is sent to the worker as source and run there as a private module (never importable by, nor part of,
+the student's namespace); a module sees the public functions of the modules loaded before it, and
+``STUDENT_MODULE`` (the name of the student's namespace in ``sys.modules``) and ``import_path`` (the object
+named by a dotted path). The public functions are what
+hidden tests reach with ``student.helper(name)``; the worker captures them when it loads the module, so a
+student cell that later rebinds a name cannot change which function a test calls. Support code needs only the
 standard library, torch, torchvision and lecture_utils (what the worker has).
 """
-import importlib
-
 import torch
-
-
-def _import_path(path: str):
-    parts = path.split(".")
-    obj = importlib.import_module(parts[0])
-    for i, part in enumerate(parts[1:], 1):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            obj = importlib.import_module(".".join(parts[: i + 1]))
-    return obj
 
 
 def is_instance(obj, class_path: str) -> bool:
     """isinstance(obj, <class named by class_path>), e.g. ``torch.nn.Module``."""
-    return isinstance(obj, _import_path(class_path))
+    return isinstance(obj, import_path(class_path))  # noqa: F821 - given by the worker
 
 
 def type_name(obj) -> str:
@@ -216,69 +207,3 @@ def function_forward(function_cls, inputs, needs_grad):
     xs = [x.detach().requires_grad_(bool(m)) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x, m in zip(inputs, needs_grad)]
     out = function_cls.apply(*xs)
     return out, getattr(out, "grad_fn", None)
-
-
-# ----------------------------------------------------------------------------- detectors (a3, a4)
-def losses_backward(model, images, targets):
-    """Training-mode losses of a detector, and the names of the parameters the summed loss does not reach."""
-    model.train()
-    model.zero_grad(set_to_none=True)
-    losses = model(images, targets)
-    sum(losses.values()).backward()
-    unreached = [name for name, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
-    return {k: v.detach() for k, v in losses.items()}, unreached
-
-
-def _batches(images, targets, batch_size: int):
-    """The training data the trusted process sent (uint8 images), as float batches of ``batch_size``."""
-    images = images.float() / 255
-    return [(list(images[s:s + batch_size]), list(targets[s:s + batch_size])) for s in range(0, len(images), batch_size)]
-
-
-def _detect(model, images, batch_size: int = 16):
-    model.eval()
-    detections = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            out = model([im for im in images[start:start + batch_size]])
-            detections.extend({k: torch.as_tensor(d[k]) for k in ("boxes", "scores", "labels")} for d in out)
-    return detections
-
-
-def _state(module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def train_detector(model_class, images, targets, steps, lr, batch_size=12, seed=0):
-    """The trained tests' recipe: ``model_class(len(CLASSES))`` trained with AdamW (one-cycle learning rate up
-    to ``lr``, weight decay 1e-4) on the training data the trusted process sent (``images`` Tensor[N, 3, H, W]
-    uint8, ``targets`` [{boxes, labels}]), ``batch_size`` per step; returns (the model, its trained state dict,
-    its state dict before training)."""
-    from lecture_utils.data import CLASSES
-
-    torch.manual_seed(seed)
-    batches = _batches(images, targets, batch_size)
-    model = model_class(len(CLASSES))
-    initial = _state(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    for step in range(steps):
-        images, targets = batches[step % len(batches)]
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return model, _state(model), initial
-
-
-def detect_with_states(model, images, states):
-    """[detections of ``model`` on ``images`` (Tensor[N, 3, H, W], sent by the trusted process) with each of
-    ``states``]: the trained weights and the controls' weights, in an order only the trusted process knows."""
-    outputs = []
-    for state in states:
-        model.load_state_dict(state)
-        outputs.append(_detect(model, images))
-    return outputs

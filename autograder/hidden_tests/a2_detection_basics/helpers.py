@@ -10,47 +10,18 @@ import torch
 import torchvision.ops as tv
 
 from autograder.client import RemoteObject
-from autograder.testing import assert_inputs_unchanged, assert_number, assert_tensor, call_checked, describe, fail
+from autograder.hidden_tests.kit.calls import GradedCalls
+from autograder.testing import assert_inputs_unchanged, assert_number, assert_tensor, describe, fail
 
-_BOX_CONVERT = ["torchvision.ops.boxes.box_convert"] + [
-    f"torchvision.ops._box_convert.{f}" for f in ("_box_cxcywh_to_xyxy", "_box_xyxy_to_cxcywh", "_box_xywh_to_xyxy", "_box_xyxy_to_xywh")
-] + ["torchvision.transforms.v2.functional._meta._convert_bounding_box_format"]
-_BOX_IOU = [f"torchvision.ops.boxes.{f}" for f in ("box_iou", "_box_inter_union", "generalized_box_iou", "complete_box_iou", "distance_box_iou", "_box_diou_iou")]
-_BOX_CODER = [f"torchvision.models.detection._utils.BoxCoder.{m}" for m in ("encode", "encode_single", "decode", "decode_single")] + [
-    "torchvision.models.detection._utils.encode_boxes"]
-_NMS = [f"torchvision.ops.boxes.{f}" for f in ("nms", "batched_nms", "_batched_nms_coordinate_trick", "_batched_nms_vanilla")]
-_COCOEVAL = [f"pycocotools.cocoeval.COCOeval.{m}" for m in ("evaluate", "evaluateImg", "computeIoU", "accumulate")] + [
-    f"faster_coco_eval.core.cocoeval.COCOeval.{m}" for m in ("evaluate", "evaluateImg", "computeIoU", "accumulate")] + [
-    f"faster_coco_eval.core.faster_eval_api.COCOeval_faster.{m}" for m in ("evaluate", "accumulate")]
-
-# graded function -> (library functions it must not call, operators it must not run, what to do instead)
-FORBIDDEN = {
-    "box_convert": (_BOX_CONVERT, [], "compute the new coordinates with tensor arithmetic"),
-    "box_area": (["torchvision.ops.boxes.box_area"], [], "multiply the side lengths"),
-    "box_iou": (_BOX_IOU, [], "broadcast boxes1[:, None] against boxes2[None, :]"),
-    "encode_boxes": (_BOX_CODER, [], "write the (tx, ty, tw, th) formulas with tensor operations"),
-    "decode_boxes": (_BOX_CODER, [], "invert the formulas with tensor operations"),
-    "label_proposals": (["torchvision.models.detection._utils.Matcher.__call__"], [], "compare the best IoU with the thresholds"),
-    "nms": (_NMS, ["torchvision::nms"], "write the greedy loop yourself"),
-    "batched_nms": (_NMS, ["torchvision::nms"], "call your own nms"),
-    "precision_recall": (_COCOEVAL, [], ""),
-    "average_precision": (_COCOEVAL, [], "compute the precision envelope and sample it yourself"),
-    "evaluate_detections": (_COCOEVAL, [], "match and accumulate yourself; pycocotools is for your own checks"),
-    "proposals_from_segments": (["skimage.graph._graph_merge.merge_hierarchical"], [], "merge the regions with your own loop"),
-}
-
-
-def call(student, name, *args, timeout=None, **kwargs):
-    """``student.<name>(*args)`` in the worker; fails (no points) if it used a library function that does its job."""
-    forbid, forbid_ops, hint = FORBIDDEN[name]
-    return call_checked(student, name, *args, forbid=forbid, forbid_ops=forbid_ops, hint=hint, timeout=timeout, **kwargs).value
+GRADED = GradedCalls("a2_detection_basics")  # the forbidden calls: forbidden.toml
+call = GRADED.call
 
 
 def call_unchanged(student, name, *args, what=None, allow_alias=False):
     """Call ``name`` and fail if it changed a tensor of its arguments in place (at any depth: lists of
     dicts included) or, for tensor arguments, returned one of them itself. Returns the result."""
     label = what or name
-    if name in FORBIDDEN:  # a test of side effects gives no points to a function that delegates its job
+    if name in GRADED.rules:  # a test of side effects gives no points to a function that delegates its job
         call(student, name, *args)
     if all(isinstance(a, torch.Tensor) or not isinstance(a, (list, tuple, dict)) for a in args):
         return assert_inputs_unchanged(student, name, args, label, allow_alias=allow_alias)
@@ -114,3 +85,87 @@ def assert_plain_number(value, what):
 def assert_number_like(value, expected, what, **tol):
     assert_plain_number(value, what)
     assert_number(value, expected, what, **tol)
+
+
+# ----------------------------------------------------------------------------- pictures of failed box checks
+# A failed check on boxes also shows them: the expected boxes (dashed) against the returned ones (solid), drawn here
+# (autograder.feedback_figures; a malformed reply costs the picture, never more). The checks take the test's
+# ``record_property`` (None: no picture).
+def _differing(got, expected: torch.Tensor, rtol: float, atol: float) -> list[int]:
+    """Rows of ``expected`` Tensor[N, D] where ``got`` (a plain tensor of the same shape) differs; [] otherwise."""
+    if type(got) is not torch.Tensor or got.shape != expected.shape or got.is_complex() or expected.ndim != 2:
+        return []
+    close = torch.isclose(got.detach().double(), expected.double(), rtol=rtol, atol=atol, equal_nan=True)
+    return torch.where(~close.all(1))[0].tolist()
+
+
+def check_boxes(record_property, got, expected: torch.Tensor, what: str, context: torch.Tensor, *, rtol: float, atol: float) -> None:
+    """``assert_tensor(got, expected)`` of boxes Tensor[N, 4k] (k boxes per row of ``context`` Tensor[N, 4], e.g. the
+    proposals they were decoded from); on failure, a picture of the first 3 boxes that differ over their ``context``."""
+    from autograder.feedback_figures import BoxPanel, attach, box_comparison_figure
+    from autograder.testing import GradingFailure
+
+    try:
+        assert_tensor(got, expected, what, rtol=rtol, atol=atol)
+    except GradingFailure:
+        if record_property is not None:
+            k = max(expected.shape[-1] // 4, 1)
+            rows = _differing(got, expected, rtol, atol)[:3]
+            panels = []
+            for r in rows:
+                for j in range(k):
+                    e, g = expected[r, 4 * j:4 * j + 4], got[r, 4 * j:4 * j + 4]
+                    if not bool(torch.isclose(g.double(), e.double(), rtol=rtol, atol=atol, equal_nan=True).all()) and len(panels) < 3:
+                        panels.append(BoxPanel(f"row {r}" + (f", box {j}" if k > 1 else ""), e[None], g[None], context=context[r:r + 1],
+                                               context_labels=["proposal"], note=f"expected {[round(v, 2) for v in e.tolist()]}"))
+            attach(record_property, box_comparison_figure(panels, caption=f"{what}: the expected boxes (dashed) and yours (solid) where "
+                                                                         "they differ (the first 3), each over its proposal (grey)."))
+        raise
+
+
+def check_nms_pictured(record_property, got, expected: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, threshold: float, what: str) -> None:
+    """``assert_tensor(got, expected)`` of the indices nms keeps; on failure, a picture around the (at most 3) highest
+    scoring boxes kept by one and not the other: the kept boxes there, expected and returned, over the input boxes."""
+    from autograder.feedback_figures import BoxPanel, attach, box_comparison_figure
+    from autograder.testing import GradingFailure
+
+    try:
+        assert_tensor(got, expected, what)
+    except GradingFailure:
+        if record_property is not None and type(got) is torch.Tensor and got.ndim == 1 and not got.is_floating_point() \
+                and not got.is_complex() and len(got) <= len(boxes) and (not len(got) or (int(got.min()) >= 0 and int(got.max()) < len(boxes))):
+            kept, returned = set(expected.tolist()), set(got.long().tolist())
+            panels = []
+            for focus in sorted(kept ^ returned, key=lambda i: (-float(scores[i]), i))[:3]:
+                near = torch.where(tv.box_iou(boxes[focus:focus + 1].double(), boxes.double())[0] > 0)[0]
+                near = near[torch.argsort(scores[near], descending=True, stable=True)][:8].tolist()
+                if focus not in near:
+                    near = [focus] + near[:7]
+                note = "expected kept, yours suppressed it" if focus in kept else "expected suppressed, yours kept it"
+                panels.append(BoxPanel(f"around box {focus}", boxes[[i for i in near if i in kept]], boxes[[i for i in near if i in returned]],
+                                       context=boxes[near], context_labels=[f"{i}: {float(scores[i]):.2f}" for i in near], note=f"box {focus}: {note}"))
+            attach(record_property, box_comparison_figure(panels, caption=f"{what}, IoU threshold {threshold}: the boxes kept as expected (dashed) "
+                                                                         "and by yours (solid) around the first boxes that differ; grey: the input "
+                                                                         "boxes there, labelled index: score."))
+        raise
+
+
+def check_iou_pictured(record_property, got, expected: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str, check=assert_tensor, **tol) -> None:
+    """``check(got, expected, what)`` of an IoU matrix of boxes ``a`` x ``b``; on failure, a picture of the first (at most
+    3) pairs whose IoU differs, with the expected and returned IoU."""
+    from autograder.feedback_figures import BoxPanel, attach, box_comparison_figure
+    from autograder.testing import GradingFailure
+
+    try:
+        check(got, expected, what, **tol)
+    except GradingFailure:
+        if record_property is not None:
+            rows = _differing(got.reshape(-1, 1) if type(got) is torch.Tensor and got.shape == expected.shape else None,
+                              expected.reshape(-1, 1), tol.get("rtol", 1e-5), tol.get("atol", 1e-6))
+            panels = []
+            for flat in [r for r in rows if not bool(expected.reshape(-1)[r].isnan())][:3]:
+                i, j = divmod(flat, expected.shape[1])
+                panels.append(BoxPanel(f"a[{i}] and b[{j}]", None, None, context=torch.stack([a[i], b[j]]).double(), context_labels=[f"a[{i}]", f"b[{j}]"],
+                                       note=f"IoU expected {float(expected[i, j]):.4g}, yours {float(got[i, j]):.4g}"))
+            attach(record_property, box_comparison_figure(panels, caption=f"{what}: the first pairs of boxes whose IoU differs from the expected."))
+        raise

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision.ops as tv
 
-from .helpers import assert_iou, call, call_unchanged, random_boxes
+from .helpers import assert_iou, call, call_unchanged, check_iou_pictured, random_boxes
 from autograder.testing import assert_tensor, assert_vectorized
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -48,16 +48,16 @@ def test_box_area(student):
 
 @pytest.mark.part("box_ops")
 @pytest.mark.points(4)
-def test_box_iou_matches_torchvision(student):
+def test_box_iou_matches_torchvision(student, record_property):
     """box_iou on random, non-square, identical, disjoint, touching and zero-area boxes; float64; small dtypes upcast; empty; inputs unchanged"""
     g = torch.Generator().manual_seed(2)
     a, b = random_boxes(31, g, scale=200), random_boxes(17, g, scale=200)
-    assert_tensor(call(student, "box_iou", a, b), tv.box_iou(a, b), "box_iou(random 31 x 17 boxes)", rtol=1e-5, atol=1e-6)
+    check_iou_pictured(record_property, call(student, "box_iou", a, b), tv.box_iou(a, b), a, b, "box_iou(random 31 x 17 boxes)", rtol=1e-5, atol=1e-6)
     special = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [10, 0, 20, 10], [20, 20, 30, 25], [2, 2, 2, 8], [0, 0, 0, 0], [4, 4, 6, 12]])
-    assert_iou(call(student, "box_iou", special, special), tv.box_iou(special, special),
-               "box_iou of special cases (identical, touching, disjoint, zero-area against non-zero-area)", rtol=1e-6, atol=1e-7)
+    check_iou_pictured(record_property, call(student, "box_iou", special, special), tv.box_iou(special, special), special, special,
+                       "box_iou of special cases (identical, touching, disjoint, zero-area against non-zero-area)", check=assert_iou, rtol=1e-6, atol=1e-7)
     a64, b64 = a.double(), b.double()
-    assert_tensor(call(student, "box_iou", a64, b64), tv.box_iou(a64, b64), "box_iou of float64 boxes", rtol=1e-12, atol=1e-12)
+    check_iou_pictured(record_property, call(student, "box_iou", a64, b64), tv.box_iou(a64, b64), a64, b64, "box_iou of float64 boxes", rtol=1e-12, atol=1e-12)
     assert_tensor(call(student, "box_iou", torch.zeros(0, 4), b), torch.zeros(0, 17), "box_iou with no boxes on the first side")
     assert_tensor(call(student, "box_iou", a, torch.zeros(0, 4)), torch.zeros(31, 0), "box_iou with no boxes on the second side")
     call_unchanged(student, "box_iou", a[:6], b[:4])

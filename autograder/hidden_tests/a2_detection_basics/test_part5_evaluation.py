@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from .coco_reference import coco_reference
+from autograder.hidden_tests.kit.coco_reference import coco_reference
 from .helpers import assert_number_like, assert_plain_number, call, call_unchanged, random_boxes
 from autograder.client import RemoteObject
 from autograder.testing import assert_tensor, describe, fail

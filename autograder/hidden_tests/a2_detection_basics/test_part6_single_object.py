@@ -5,8 +5,10 @@ import torch.nn.functional as F
 import torchvision.ops as tv
 
 from autograder.client import RemoteObject
-from autograder.hidden_tests import counterfactual
-from autograder.hidden_tests.trained_detection import assert_learned, state_ok, with_controls
+from autograder.feedback_figures import PICTURE_IMAGES, attach
+from autograder.hidden_tests.kit import counterfactual
+from autograder.hidden_tests.kit.controls import assert_learned, state_ok, with_controls
+from autograder.hidden_tests.kit.pictures import detection_picture, picture_set
 from lecture_utils.data import ShapesDataset
 from autograder.secret import evaluation_seed
 from autograder.testing import assert_tensor, describe, fail
@@ -81,7 +83,8 @@ def trained_single_object(student):
 
     Returns {"trained" | "shuffled" | "initial": (accuracy, mean IoU)}: the trained weights, the same model with its
     trained weights shuffled here, and with its weights before training (both must score clearly worse: a detector
-    that does not learn gets no points); the three go to the worker in a secret order."""
+    that does not learn gets no points); the three go to the worker in a secret order. And {"figure": the picture of
+    the trained model on the kit.pictures images, sent after the evaluation images, not scored}."""
     lut = counterfactual.renaming(EVAL_SET, student.submission_digest)
     data = ShapesDataset(EVAL_IMAGES, 64, seed=evaluation_seed(EVAL_SET), **SHAPES)
     items = [data[i] for i in range(EVAL_IMAGES)]
@@ -96,16 +99,34 @@ def trained_single_object(student):
     if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your model, not a trained model")
     model, trained, initial = result[0], state_ok(result[1], "SingleObjectDetector"), state_ok(result[2], "SingleObjectDetector")
-    outputs = with_controls(lambda states: student.call_helper("predict_with_states", model, images, states, timeout=120).value,
+    picture_images, picture_targets = picture_set(EVAL_SET, 64, **SHAPES)
+    sent = torch.cat([images, picture_images])
+    outputs = with_controls(lambda states: student.call_helper("predict_with_states", model, sent, states, timeout=120).value,
                             trained, initial, shuffles=1)
-    trained, (shuffled,), initial = outputs
-    return {kind: score(*_pair(out), labels, boxes) for kind, out in (("trained", trained), ("shuffled", shuffled), ("initial", initial))}
+    (trained, pictures), (shuffled, _), (initial, _) = (_split(out) for out in (outputs[0], *outputs[1], outputs[2]))
+    scores = {kind: score(*out, labels, boxes) for kind, out in (("trained", trained), ("shuffled", shuffled), ("initial", initial))}
+    shown = [{"boxes": pictures[1][i:i + 1], "labels": pictures[0][i:i + 1]} for i in range(PICTURE_IMAGES)]
+    truths = [{k: t[k] for k in ("boxes", "labels")} for t in counterfactual.renamed(picture_targets, lut)]
+    return {**scores, "figure": detection_picture(picture_images, truths, shown, lut,
+                                                       "your trained SingleObjectDetector (class and box)", score_threshold=None)}
 
 
 def _pair(out):
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         fail(f"the grader got {describe(out)} from your model, not (classes, boxes)")
     return out
+
+
+def _split(out):
+    """((classes, boxes) of the evaluation images, (classes, boxes) of the pictures' images): ``out`` must hold one
+    prediction per image sent (the evaluation images, then the pictures')."""
+    classes, boxes = _pair(out)
+    sent = EVAL_IMAGES + PICTURE_IMAGES
+    if not isinstance(classes, torch.Tensor) or classes.ndim != 1 or len(classes) != sent:
+        fail(f"class predictions should be Tensor[{sent}] of class ids (one per image sent), got {describe(classes)}")
+    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or len(boxes) != sent:
+        fail(f"box predictions should be Tensor[{sent}, 4] (one per image sent), got {describe(boxes)}")
+    return (classes[:EVAL_IMAGES], boxes[:EVAL_IMAGES]), (classes[EVAL_IMAGES:], boxes[EVAL_IMAGES:])
 
 
 def score(pred_classes, pred_boxes, labels, boxes) -> tuple[float, float]:
@@ -126,6 +147,7 @@ def score(pred_classes, pred_boxes, labels, boxes) -> tuple[float, float]:
 def test_detector_learns_to_classify(trained_single_object, record_property):
     """trained by the grader's recipe (400 Adam steps, one-object 64x64 shapes, classes renamed): accuracy >= 0.6 on 128 new images, learned"""
     (accuracy, _), (shuffled, _), (initial, _) = (trained_single_object[k] for k in ("trained", "shuffled", "initial"))
+    attach(record_property, trained_single_object["figure"])
     record_property("feedback", f"measured: accuracy {accuracy:.2f} on {EVAL_IMAGES} new images (bar {ACCURACY_BAR}); "
                                 f"with the weights shuffled {shuffled:.2f}, before training {initial:.2f}")
     assert_learned(accuracy, shuffled, initial, bar=ACCURACY_BAR, min_drop=MIN_DROP, metric="classification accuracy",
@@ -137,6 +159,7 @@ def test_detector_learns_to_classify(trained_single_object, record_property):
 def test_detector_learns_to_localize(trained_single_object, record_property):
     """trained by the grader's recipe: mean box IoU >= 0.55 on 128 new images, learned"""
     (_, iou), (_, shuffled), (_, initial) = (trained_single_object[k] for k in ("trained", "shuffled", "initial"))
+    attach(record_property, trained_single_object["figure"])
     record_property("feedback", f"measured: mean box IoU {iou:.2f} on {EVAL_IMAGES} new images (bar {IOU_BAR}); "
                                 f"with the weights shuffled {shuffled:.2f}, before training {initial:.2f}")
     assert_learned(iou, shuffled, initial, bar=IOU_BAR, min_drop=MIN_DROP, metric="mean box IoU", n_images=EVAL_IMAGES,

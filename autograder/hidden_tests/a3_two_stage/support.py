@@ -4,19 +4,14 @@
   with the earlier parts' functions (anchors, matching, sampling, RoI Align) bound to reference versions
   made here from torchvision, so a mistake in an earlier part costs that part's points only. Anchors
   come from a table the trusted process computed and sent (no solution code lives in the worker).
-The trained test uses ``train_detector`` of ``autograder/support_common.py``: the worker trains the
+The trained test uses ``train_detector`` of ``autograder/worker_support/detectors.py``: the worker trains the
 student's model on data it renders itself and returns detections on evaluation *images* it received;
 ground truth and metrics stay in the trusted process.
 """
-import sys
-
 import torch
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher
 from torchvision.ops import box_iou
 from torchvision.ops import roi_align as _tv_roi_align
-
-STUDENT_MODULE = "student_submission"
-
 
 def _anchor_key(feature_sizes) -> str:
     return ";".join(f"{int(h)}x{int(w)}" for h, w in feature_sizes)
@@ -45,21 +40,9 @@ def _references(anchor_table: dict) -> dict:
 
 
 def call_with_references(fn, args, kwargs, anchor_table):
-    """``fn(*args, **kwargs)`` with the student's generate_anchors, match_anchors, sample_labels and
-    roi_align temporarily replaced by the references; the student's own are put back afterwards."""
-    namespace = sys.modules[STUDENT_MODULE].__dict__
-    references = _references(anchor_table)
-    missing = object()
-    saved = {name: namespace.get(name, missing) for name in references}
-    namespace.update(references)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
+    """``fn(*args, **kwargs)`` with the student's generate_anchors, match_anchors, sample_labels and roi_align
+    bound to the references (``call_with_bound`` of worker_support/bindings.py)."""
+    return call_with_bound(_references(anchor_table), fn, args, kwargs)  # noqa: F821 - loaded before this module
 
 
 def proposals_need_grad(rpn, features, image_sizes, targets, anchor_table):

@@ -13,7 +13,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork as TvRPN
 from torchvision.models.detection.rpn import RPNHead as TvRPNHead
 
-from .helpers import anchor_table, check_forbidden, expected_anchors, with_references
+from .helpers import anchor_table, check_forbidden, check_scalar_losses, expected_anchors, with_references
 from autograder.testing import assert_number, assert_remote_module, assert_tensor, describe, fail
 
 F64 = dict(rtol=1e-9, atol=1e-10)
@@ -61,7 +61,7 @@ def test_rpn_head_equals_torchvision(student):
         assert_remote_module(student, got, f"RPNHead({channels}, {anchors})")
         ref = head_pair(student, got, channels, anchors, seed)
         maps = [torch.randn(2, channels, h, w, generator=g, dtype=torch.float64) for h, w in sizes]
-        out = check_forbidden(student, got, "__call__", maps, what="RPNHead")
+        out = check_forbidden(got, "__call__", maps, what="RPNHead")
         want_obj, want_deltas = ref(maps)
         if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(isinstance(o, (list, tuple)) and len(o) == len(maps) for o in out):
             fail(f"RPNHead.forward must return (list of objectness maps, list of delta maps), one per level; got {describe(out)}")
@@ -92,13 +92,8 @@ def test_rpn_losses_formulas(student):
         positive, negative = u < p_pos, (u >= p_pos) & (u < p_pos + p_neg)
         labels = torch.where(positive, 1.0, torch.where(negative, 0.0, -1.0)).double()
         want = expected_rpn_losses(objectness, deltas, labels, targets, positive, negative)
-        got = check_forbidden(student, student, "rpn_losses", objectness, deltas, labels, targets, positive, negative, what="rpn_losses")
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            fail(f"rpn_losses must return (loss_objectness, loss_box), got {describe(got)}")
-        for value, expected, name in zip(got, want, ("loss_objectness", "loss_box")):
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                fail(f"rpn_losses: {name} must be a scalar tensor, got {describe(value)}")
-            assert_number(float(value), float(expected), f"rpn_losses {name} ({int(positive.sum())} positives, {int(negative.sum())} negatives of {n})", rtol=1e-7, atol=1e-9)
+        got = check_forbidden(student, "rpn_losses", objectness, deltas, labels, targets, positive, negative, what="rpn_losses")
+        check_scalar_losses(got, want, ("loss_objectness", "loss_box"), "rpn_losses", f"{int(positive.sum())} positives, {int(negative.sum())} negatives of {n}")
 
 
 # One RPN configuration per case: levels (feature sizes), strides, sizes, ratios, image sizes, options.

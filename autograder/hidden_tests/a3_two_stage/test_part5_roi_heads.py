@@ -6,8 +6,8 @@ import torch
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss as tv_fastrcnn_loss
 
-from .helpers import check_forbidden, with_references
-from autograder.testing import assert_inputs_unchanged, assert_number, assert_remote_module, assert_tensor, describe, fail
+from .helpers import check_forbidden, check_scalar_losses, with_references
+from autograder.testing import assert_inputs_unchanged, assert_remote_module, assert_tensor, describe, fail
 
 F64 = dict(rtol=1e-9, atol=1e-10)
 
@@ -46,7 +46,7 @@ def test_box_head_equals_torchvision(student):
                 fail(f"BoxHead: parameter {key} has shape {list(names[key].shape)}, expected {list(state[key].shape)}")
         got.load_state_dict({key: state[key] for key in want_keys})
         x = torch.randn(k, channels, resolution, resolution, generator=g, dtype=torch.float64)
-        out = check_forbidden(student, got, "__call__", x, what="BoxHead")
+        out = check_forbidden(got, "__call__", x, what="BoxHead")
         want = predictor(mlp(x))
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             fail(f"BoxHead.forward must return (class_logits, box_regression), got {describe(out)}")
@@ -67,13 +67,8 @@ def test_fastrcnn_loss_equals_torchvision(student):
             labels[0] = classes - 1
         targets = torch.randn(k, 4, generator=g, dtype=torch.float64)
         want = tv_fastrcnn_loss(logits, regression, [labels], [targets])
-        got = check_forbidden(student, student, "fastrcnn_loss", logits, regression, labels, targets, what="fastrcnn_loss")
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            fail(f"fastrcnn_loss must return (loss_classifier, loss_box_reg), got {describe(got)}")
-        for value, expected, name in zip(got, want, ("loss_classifier", "loss_box_reg")):
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                fail(f"fastrcnn_loss: {name} must be a scalar tensor, got {describe(value)}")
-            assert_number(float(value), float(expected), f"fastrcnn_loss {name} ({k} rows, {classes} classes, {int((labels > 0).sum())} positive)", rtol=1e-7, atol=1e-9)
+        got = check_forbidden(student, "fastrcnn_loss", logits, regression, labels, targets, what="fastrcnn_loss")
+        check_scalar_losses(got, want, ("loss_classifier", "loss_box_reg"), "fastrcnn_loss", f"{k} rows, {classes} classes, {int((labels > 0).sum())} positive")
 
 
 def sorted_rows(boxes, labels, targets):
@@ -159,7 +154,7 @@ def test_postprocess_detections_equal_torchvision(student):
                                     "postprocess_detections", allow_alias=True)
         ref = roi_heads(**case["options"])
         boxes, scores, labels = ref.postprocess_detections(logits, regression, proposals, case["sizes"])
-        out = check_forbidden(student, student, "postprocess_detections", logits, regression, proposals, case["sizes"], what="postprocess_detections", **case["options"])
+        out = check_forbidden(student, "postprocess_detections", logits, regression, proposals, case["sizes"], what="postprocess_detections", **case["options"])
         if not isinstance(out, (list, tuple)) or len(out) != len(proposals):
             fail(f"postprocess_detections must return one dict per image ({len(proposals)}), got {describe(out)}")
         for i, d in enumerate(out):

@@ -2,46 +2,29 @@
 trained by the grader's recipe in the worker, scored here (COCO AP50 with pycocotools) on images and
 ground truth made in this trusted process."""
 import pytest
-import torch
 
-from autograder.hidden_tests.trained_detection import (assert_detection_dicts, assert_learned, assert_training_losses, images_and_targets,
-                                                      trained_ap50)
+from autograder.feedback_figures import attach
+from autograder.hidden_tests.kit.controls import assert_learned
+from autograder.hidden_tests.kit.detection import check_eval_mode, check_training_mode, trained_ap50
 from autograder.secret import evaluation_seed
-from autograder.testing import assert_remote_module
-from lecture_utils.data import CLASSES
 
 from .helpers import check_forbidden
 
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
 
 
-def build(student):
-    torch.manual_seed(0)
-    model = student.FasterRCNN(len(CLASSES))
-    assert_remote_module(student, model, f"FasterRCNN({len(CLASSES)})")
-    return model
-
-
 @pytest.mark.part("faster_rcnn")
 @pytest.mark.points(4)
 def test_training_mode_returns_the_four_losses(student):
     """model.train(): forward(images of different sizes, targets incl. an image without objects) -> the four scalar losses, finite, whose sum reaches every parameter"""
-    model = build(student)
-    images, targets = images_and_targets()
-    assert_training_losses(student, model, images, targets, LOSS_KEYS, "FasterRCNN", lambda target, method, *args, what: check_forbidden(student, target, method, *args, what=what))
+    check_training_mode(student, "FasterRCNN", LOSS_KEYS, check_forbidden)
 
 
 @pytest.mark.part("faster_rcnn")
 @pytest.mark.points(4)
 def test_eval_mode_returns_detections(student):
     """model.eval(): one {boxes, scores, labels} per image, boxes inside their own image, labels int64 in 1..C-1, scores decreasing, at most 100; a Tensor batch works too"""
-    model = build(student)
-    images, _ = images_and_targets()
-    model.eval()
-    for batch, what in ((images, "a list of two images"), (torch.stack([images[0], images[0].flip(-1)]), "a Tensor[2, 3, 96, 128]")):
-        out = check_forbidden(student, model, "__call__", batch, what="FasterRCNN.forward")
-        sizes = [tuple(im.shape[-2:]) for im in batch]
-        assert_detection_dicts(out, sizes, f"FasterRCNN in eval mode on {what}", len(CLASSES))
+    check_eval_mode(student, "FasterRCNN", check_forbidden)
 
 
 # Evaluation data made here; its seed comes from the course secret (autograder.secret) and is never sent to the worker.
@@ -56,7 +39,7 @@ AP50_BAR, MIN_DROP = 0.45, 0.2
 @pytest.fixture(scope="module")
 def trained(student):
     """Train the student's FasterRCNN once (grader recipe, in the worker); AP50 here of the trained model and of
-    the same model with its weights shuffled."""
+    the same model with its weights shuffled, and the picture of its detections."""
     return trained_ap50(student, "FasterRCNN", set_name=EVAL_SET, steps=STEPS, lr=2e-3, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
 
 
@@ -64,5 +47,7 @@ def trained(student):
 @pytest.mark.points(12)
 def test_trained_detector_reaches_ap50(trained, record_property):
     """trained by the grader's recipe (300 AdamW steps, 12 shapes images of 128x128 per step): COCO AP50 >= 0.45 on 64 new images, learned"""
-    record_property("feedback", f"measured: COCO AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the weights shuffled {trained[1]:.3f}, before training {trained[2]:.3f}")
-    assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, metric="COCO AP50", n_images=EVAL_IMAGES, what="detector")
+    score, shuffled, initial = trained.scores
+    attach(record_property, trained.figure)
+    record_property("feedback", f"measured: COCO AP50 {score:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the weights shuffled {shuffled:.3f}, before training {initial:.3f}")
+    assert_learned(*trained.scores, bar=AP50_BAR, min_drop=MIN_DROP, metric="COCO AP50", n_images=EVAL_IMAGES, what="detector")

@@ -5,15 +5,12 @@ the part 1-2 functions it uses (``sigmoid_focal_loss``, ``fcos_get_deltas``, ``f
 ``fcos_centerness``) bound to references built on torchvision (its focal loss and the
 ``BoxLinearCoder`` of its FCOS, with a stride-sized reference box per location), so a mistake in an
 earlier part costs that part's points only. The trained test uses ``train_detector`` of
-``autograder/support_common.py``.
+``autograder/worker_support/detectors.py``.
 """
-import sys
-
 import torch
 from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.ops import sigmoid_focal_loss as _tv_sigmoid_focal_loss
 
-STUDENT_MODULE = "student_submission"
 _CODER = BoxLinearCoder(normalize_by_size=True)
 
 
@@ -44,21 +41,9 @@ def _references() -> dict:
 
 
 def call_with_references(fn, args, kwargs):
-    """``fn(*args, **kwargs)`` with the student's part 1-2 functions temporarily replaced by the references;
-    the student's own are put back afterwards."""
-    namespace = sys.modules[STUDENT_MODULE].__dict__
-    references = _references()
-    missing = object()
-    saved = {name: namespace.get(name, missing) for name in references}
-    namespace.update(references)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
+    """``fn(*args, **kwargs)`` with the student's part 1-2 functions bound to the references (``call_with_bound`` of
+    worker_support/bindings.py)."""
+    return call_with_bound(_references(), fn, args, kwargs)  # noqa: F821 - loaded before this module
 
 
 def losses_and_grads(fn, args, kwargs, weights):

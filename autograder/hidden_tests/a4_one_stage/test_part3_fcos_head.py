@@ -15,7 +15,7 @@ def build(student, in_channels, num_classes):
 
 
 def run(student, head, features, what):
-    out = check_forbidden(student, head, "__call__", features, what=what)
+    out = check_forbidden(head, "__call__", features, what=what)
     if not isinstance(out, (tuple, list)) or len(out) != 3 or not all(isinstance(t, torch.Tensor) for t in out):
         fail(f"{what} must return (cls_logits, box_deltas, centerness_logits), got {describe(out)}")
     return out

@@ -5,7 +5,10 @@ student's model; predictions are checked here, and the mIoU (an independent conf
 The FCN gets the evaluation images (its input). Mask R-CNN's box part (torchvision's modules) is run here with the
 weights the worker trained; the student's mask head gets only the RoI features of the detections, and its mask
 logits are pasted here with torchvision's ``paste_masks_in_image``: the worker never sees an evaluation image, so
-masks can only come from what the head learned (not from pixel colours found on the call stack)."""
+masks can only come from what the head learned (not from pixel colours found on the call stack).
+
+Each also returns the picture of the trained model on the ``kit.pictures`` images: sent with the evaluation images in
+the same call (the FCN's input; Mask R-CNN's box part here, their RoI features to the head), never scored."""
 import contextlib
 import io
 
@@ -18,8 +21,10 @@ from torch import nn
 from torchvision.models.detection.transform import paste_masks_in_image
 
 from autograder.client import RemoteObject
-from autograder.hidden_tests import counterfactual
-from autograder.hidden_tests.trained_detection import evaluation_set, state_ok, with_controls
+from autograder.hidden_tests.kit import counterfactual
+from autograder.hidden_tests.kit.controls import state_ok, with_controls
+from autograder.hidden_tests.kit.detection import evaluation_set
+from autograder.hidden_tests.kit.pictures import PICTURE_IMAGES, Trained, detection_picture, picture_set, segmentation_picture
 from autograder.testing import describe, fail
 from lecture_utils.data import CLASSES
 
@@ -50,13 +55,23 @@ def class_maps_ok(maps, shape) -> torch.Tensor:
 TRAINING_IMAGES = 512  # the FCN recipe's training set
 
 
-def trained_miou(student, *, set_name: str, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> tuple[float, float, float]:
+def scored_maps(maps, shape) -> torch.Tensor:
+    """The scored part of the worker's class maps: ``maps`` must be the maps of every image sent (``shape[0]`` scored,
+    then ``PICTURE_IMAGES`` for the picture); the first ``shape[0]``, checked by ``class_maps_ok``."""
+    sent = (shape[0] + PICTURE_IMAGES, *shape[1:])
+    if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != sent:
+        class_maps_ok(maps, sent)  # fails, saying what was expected
+    return class_maps_ok(maps[:shape[0]], shape)
+
+
+def trained_miou(student, *, set_name: str, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 200) -> Trained:
     """Train ``student.FCN`` by the recipe in the worker on training maps rendered here whose classes are renamed by a
     secret permutation (``counterfactual``); mIoU against the same renaming of its predictions, with its weights
-    shuffled, and with its weights before training."""
+    shuffled, and with its weights before training; and the picture of the trained FCN's maps."""
     lut = counterfactual.renaming(set_name, student.submission_digest)
     images, targets = evaluation_set(eval_seed, eval_images, min_objects=1, max_objects=4)
     semantic = torch.stack([t["semantic"] for t in counterfactual.renamed(targets, lut)])
+    picture_images, picture_targets = picture_set(set_name, min_objects=1, max_objects=4)
     train_images, train_targets = counterfactual.training_set(set_name, TRAINING_IMAGES, keys=("semantic",), min_objects=1, max_objects=4)
     train_semantic = torch.stack([t["semantic"].to(torch.uint8) for t in counterfactual.renamed(train_targets, lut)])
     if not isinstance(student.helper("train_segmenter").get(), RemoteObject):
@@ -66,9 +81,12 @@ def trained_miou(student, *, set_name: str, steps: int, lr: float, eval_seed: in
     if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your FCN, not a trained model")
     model, trained, initial = result[0], state_ok(result[1], "FCN"), state_ok(result[2], "FCN")
-    trained, (control,), initial = with_controls(lambda states: student.call_helper("segment", model, images, states, timeout=60).value,
+    sent = torch.cat([images, picture_images])
+    trained, (control,), initial = with_controls(lambda states: student.call_helper("segment", model, sent, states, timeout=60).value,
                                                  trained, initial, shuffles=1)
-    return tuple(confusion_miou(class_maps_ok(r, semantic.shape), semantic, len(CLASSES)) for r in (trained, control, initial))
+    scores = tuple(confusion_miou(scored_maps(r, semantic.shape), semantic, len(CLASSES)) for r in (trained, control, initial))
+    picture_semantic = torch.stack([t["semantic"] for t in counterfactual.renamed(picture_targets, lut)])
+    return Trained(scores, segmentation_picture(picture_images, picture_semantic, trained[eval_images:], lut, "your trained FCN"))
 
 
 def _rle(mask: torch.Tensor) -> dict:
@@ -170,11 +188,13 @@ def pasted(detections: list[dict], logits: torch.Tensor, size: tuple[int, int]) 
 MASK_CONTROLS = 5
 
 
-def trained_mask_ap50(student, *, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 240) -> tuple[float, float, float]:
+def trained_mask_ap50(student, *, set_name: str, steps: int, lr: float, eval_seed: int, eval_images: int, timeout: float = 240) -> Trained:
     """Train a Mask R-CNN whose mask branch is the student's (MaskHead, maskrcnn_loss) in the worker, detect here,
     let the student's trained head turn RoI features into masks; (mask AP50, mean mask AP50 with the head's weights
-    shuffled over MASK_CONTROLS shuffles, mask AP50 with the head's weights before training)."""
+    shuffled over MASK_CONTROLS shuffles, mask AP50 with the head's weights before training) and the picture of the
+    trained head's masks (on the detections of the ``kit.pictures`` images, their RoI features sent with the others)."""
     images, targets = evaluation_set(eval_seed, eval_images, min_objects=1, max_objects=3)
+    picture_images, picture_targets = picture_set(set_name, min_objects=1, max_objects=3)
     if not isinstance(student.helper("train_mask_rcnn").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
     parts = [student.__getattr__(name).get() for name in ("MaskHead", "maskrcnn_loss")]
@@ -182,13 +202,19 @@ def trained_mask_ap50(student, *, steps: int, lr: float, eval_seed: int, eval_im
     if not isinstance(result, (tuple, list)) or len(result) != 4 or not isinstance(result[1], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your model, not trained weights and a mask head")
     box_weights, head, trained, initial = result[0], result[1], state_ok(result[2], "MaskHead"), state_ok(result[3], "MaskHead")
-    detections, rois = detect_with_mask_features(*box_part(box_weights), images)
+    detections, rois = detect_with_mask_features(*box_part(box_weights), torch.cat([images, picture_images]))
     size = tuple(images.shape[-2:])
+    scored = sum(len(r) for r in rois[:eval_images])  # the evaluation images' RoIs come first, then the pictures'
     rois = torch.cat(rois)
-    if not len(rois):
-        return 0.0, 0.0, 0.0
+    if not scored:
+        return Trained((0.0, 0.0, 0.0), None)
     trained, controls, initial = with_controls(lambda states: student.call_helper("mask_logits", head, rois, states, timeout=60).value,
                                                trained, initial, shuffles=MASK_CONTROLS)
-    score, initial = (mask_ap50(pasted(detections, logits_ok(r, len(rois)), size), targets, size) for r in (trained, initial))
-    controls = [mask_ap50(pasted(detections, logits_ok(c, len(rois)), size), targets, size) for c in controls]
-    return score, float(np.mean(controls)), initial
+    trained, initial = logits_ok(trained, len(rois)), logits_ok(initial, len(rois))
+    score, initial = (mask_ap50(pasted(detections[:eval_images], r[:scored], size), targets, size) for r in (trained, initial))
+    controls = [mask_ap50(pasted(detections[:eval_images], logits_ok(c, len(rois))[:scored], size), targets, size) for c in controls]
+    shown = [{**p, "boxes": d["boxes"]} for p, d in zip(pasted(detections[eval_images:], trained[scored:], size), detections[eval_images:])]
+    figure = detection_picture(picture_images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in picture_targets], shown, None,
+                               "Mask R-CNN with your trained mask head (boxes, classes and scores from its box part, trained with your head "
+                               "and run by the grader; masks from your head)")
+    return Trained((score, float(np.mean(controls)), initial), figure)

@@ -10,6 +10,7 @@ returns the trained weights of the box part and the mask head. The trusted proce
 images the worker never sees and sends the mask head only the RoI features of its detections (``mask_logits``,
 again once per state dict), so masks cannot come from the images by any other route; it pastes the masks and
 computes mIoU and COCO mask AP50 from ground truth it made itself.
+``state_copy`` and ``outputs_with_states`` come from worker_support/training.py (loaded before this module).
 """
 from collections import OrderedDict
 
@@ -28,21 +29,6 @@ MASK_HEAD_ARGS = dict(hidden_channels=64, num_convs=2)
 FPN_CHANNELS = 64
 
 
-def _state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _predict_with_states(predict, module, states):
-    """[``predict()`` with ``module`` holding each of ``states``]. The trusted process sends the trained weights,
-    shuffled copies of them and the weights before training in an order it keeps secret: nothing here says which is
-    which, so a model can tell the real evaluation from a control only by looking at its weights."""
-    outputs = []
-    for state in states:
-        module.load_state_dict(state)
-        outputs.append(predict())
-    return outputs
-
-
 def _segment(model, images, batch_size=16):
     model.eval()
     with torch.no_grad():
@@ -59,7 +45,7 @@ def train_segmenter(model_class, images, semantic, steps, lr, batch_size=8, seed
     images, semantic = images.float() / 255, semantic.long()
     batches = [(images[s:s + batch_size], semantic[s:s + batch_size]) for s in range(0, len(images), batch_size)]
     model = model_class(len(CLASSES))
-    initial = _state(model)
+    initial = state_copy(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
@@ -70,12 +56,12 @@ def train_segmenter(model_class, images, semantic, steps, lr, batch_size=8, seed
         loss.backward()
         optimizer.step()
         schedule.step()
-    return model, _state(model), initial
+    return model, state_copy(model), initial
 
 
 def segment(model, images, states):
     """[class maps Tensor[N, H, W] uint8 of ``model`` on ``images`` with each of ``states``]."""
-    return _predict_with_states(lambda: _segment(model, images), model, states)
+    return outputs_with_states(lambda: _segment(model, images), model, states)
 
 
 class _BackboneFPN(nn.Module):
@@ -142,7 +128,7 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, see
     data = ShapesDataset(n_images, image_size, seed=seed + 300, min_objects=min_objects, max_objects=max_objects)
     items = [data[i] for i in range(n_images)]
     head = mask_head_class(FPN_CHANNELS, len(CLASSES), **MASK_HEAD_ARGS)
-    initial = _state(head)
+    initial = state_copy(head)
     model = build_mask_rcnn(head, len(CLASSES))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -157,7 +143,7 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, see
             optimizer.step()
             schedule.step()
     box_part = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("roi_heads.mask_head.")}
-    return box_part, model.roi_heads.mask_head, _state(model.roi_heads.mask_head), initial
+    return box_part, model.roi_heads.mask_head, state_copy(model.roi_heads.mask_head), initial
 
 
 def mask_logits(mask_head, features, states, batch_size=128):
@@ -169,7 +155,7 @@ def mask_logits(mask_head, features, states, batch_size=128):
         with torch.no_grad():
             return torch.cat([mask_head(features[s:s + batch_size]) for s in range(0, len(features), batch_size)])
 
-    return _predict_with_states(predict, mask_head, states)
+    return outputs_with_states(predict, mask_head, states)
 
 
 def module_layers(module):

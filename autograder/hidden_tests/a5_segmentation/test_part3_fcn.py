@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from autograder.hidden_tests.trained_detection import assert_learned
+from autograder.feedback_figures import attach
+from autograder.hidden_tests.kit.controls import assert_learned
 from autograder.secret import evaluation_seed
 from autograder.testing import assert_remote_module, describe, fail
 from lecture_utils.data import CLASSES
@@ -115,7 +116,8 @@ MIOU_BAR, MIN_DROP = 0.65, 0.2
 
 @pytest.fixture(scope="module")
 def trained(student):
-    """Train the student's FCN once (grader recipe, in the worker); mIoU here of its predictions and of the same model with its weights shuffled."""
+    """Train the student's FCN once (grader recipe, in the worker); mIoU here of its predictions and of the same model with its weights shuffled,
+    and the picture of its class maps."""
     return trained_miou(student, set_name=EVAL_SET, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES)
 
 
@@ -123,5 +125,7 @@ def trained(student):
 @pytest.mark.points(12)
 def test_trained_fcn_reaches_miou(trained, record_property):
     """trained by the grader's recipe (500 AdamW steps, 8 shapes images of 128x128 per step): mIoU >= 0.65 on 48 new images (4 classes), learned"""
-    record_property("feedback", f"measured: mIoU {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {MIOU_BAR}); with the weights shuffled {trained[1]:.3f}, before training {trained[2]:.3f}")
-    assert_learned(*trained, bar=MIOU_BAR, min_drop=MIN_DROP, metric="mIoU", n_images=EVAL_IMAGES, what="FCN")
+    score, shuffled, initial = trained.scores
+    attach(record_property, trained.figure)
+    record_property("feedback", f"measured: mIoU {score:.3f} on {EVAL_IMAGES} new images (bar {MIOU_BAR}); with the weights shuffled {shuffled:.3f}, before training {initial:.3f}")
+    assert_learned(*trained.scores, bar=MIOU_BAR, min_drop=MIN_DROP, metric="mIoU", n_images=EVAL_IMAGES, what="FCN")

@@ -10,13 +10,14 @@ from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection import transform as tv_transform
 
 from autograder.client import RemoteObject
-from autograder.hidden_tests.trained_detection import assert_learned
+from autograder.feedback_figures import attach
+from autograder.hidden_tests.kit.controls import assert_learned
 from autograder.secret import evaluation_seed
-from autograder.testing import assert_inputs_unchanged, assert_remote_module, assert_vectorized, call_checked, describe, fail
+from autograder.testing import assert_inputs_unchanged, assert_remote_module, assert_vectorized, describe, fail
 from lecture_utils.data import ShapesDataset
 
 from .evaluation import trained_mask_ap50
-from .helpers import MASK_HEAD_FORBIDDEN, call, check_output, student_vjp
+from .helpers import GRADED, call, check_output, student_vjp
 
 
 def shapes(seed, n=3, size=(96, 128), min_objects=2, max_objects=4):
@@ -70,8 +71,7 @@ def test_project_masks_on_boxes_matches_torchvision(student):
 
 def build_head(student, *args, **kwargs):
     torch.manual_seed(0)
-    head = call_checked(student, "MaskHead", *args, forbid=MASK_HEAD_FORBIDDEN, hint="build it from nn.Conv2d, nn.ConvTranspose2d and nn.ReLU",
-                        **kwargs).value
+    head = GRADED.watched(student, "MaskHead", *args, what="MaskHead", **kwargs)
     assert_remote_module(student, head, f"MaskHead{args}")
     return head
 
@@ -94,7 +94,7 @@ def test_mask_head_structure_and_output(student):
             fail(f"{what}: expected {num_convs} 3x3 convolutions of {hidden} channels, one 2x2 stride-2 transposed convolution of {hidden} channels "
                  f"and a 1x1 convolution to {args[1]} classes; found {[l[:4] for l in layers if l[0] in ('Conv2d', 'ConvTranspose2d')]} (kind, kernel, stride, out_channels)")
         features = torch.randn(5, args[0], *size, generator=g)
-        out = call_checked(head, "__call__", features, forbid=MASK_HEAD_FORBIDDEN, label=what).value
+        out = GRADED.watched(head, "__call__", features, what=what)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (5, args[1], 2 * size[0], 2 * size[1]):
             fail(f"{what} on Tensor[5, {args[0]}, {size[0]}, {size[1]}] must return Tensor[5, {args[1]}, {2 * size[0]}, {2 * size[1]}], got {describe(out)}")
         expected = head_as_written(student.helper("conv_weights")(head), features)
@@ -194,14 +194,16 @@ AP50_BAR, MIN_DROP, INITIAL_MIN_DROP = 0.55, 0.1, 0.05
 
 @pytest.fixture(scope="module")
 def trained(student):
-    """Train a Mask R-CNN with the student's mask branch once (grader recipe, in the worker); mask AP50 here, and with the mask head shuffled."""
-    return trained_mask_ap50(student, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES)
+    """Train a Mask R-CNN with the student's mask branch once (grader recipe, in the worker); mask AP50 here, and with the mask head shuffled; the picture of its masks."""
+    return trained_mask_ap50(student, set_name=EVAL_SET, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES)
 
 
 @pytest.mark.part("mask_rcnn")
 @pytest.mark.points(19)
 def test_trained_mask_rcnn_reaches_mask_ap50(trained, record_property):
     """Mask R-CNN (torchvision's box part, your MaskHead and maskrcnn_loss) trained by the grader's recipe: COCO mask AP50 >= 0.55 on 48 new images, masks from your trained head on RoI features, learned"""
-    record_property("feedback", f"measured: mask AP50 {trained[0]:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head's weights shuffled {trained[1]:.3f} (mean of 5 shuffles), before training {trained[2]:.3f}")
-    assert_learned(*trained, bar=AP50_BAR, min_drop=MIN_DROP, initial_min_drop=INITIAL_MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES,
+    score, shuffled, initial = trained.scores
+    attach(record_property, trained.figure)
+    record_property("feedback", f"measured: mask AP50 {score:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head's weights shuffled {shuffled:.3f} (mean of 5 shuffles), before training {initial:.3f}")
+    assert_learned(*trained.scores, bar=AP50_BAR, min_drop=MIN_DROP, initial_min_drop=INITIAL_MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES,
                    what="mask head")

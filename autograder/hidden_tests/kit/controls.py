@@ -1,0 +1,58 @@
+"""The controls of every trained test (a2-a5), trusted side.
+
+A trained model is evaluated three ways: with its trained weights, with those weights shuffled here, and with
+its weights before training. The worker gets the state dicts in a secret order (``with_controls``), so it cannot
+tell the real evaluation from a control except by the weights themselves; ``assert_learned`` is the verdict.
+A model that recognises its own trained weights defeats the controls: the counterfactual training data of
+``kit.counterfactual`` is what catches that."""
+import secrets
+
+import torch
+
+from autograder.testing import describe, fail
+
+
+def state_ok(state, what: str) -> dict:
+    """A state dict from the worker, checked: names -> tensors."""
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        fail(f"the training recipe got {describe(state)} as the state dict of your {what}, not names -> tensors")
+    return state
+
+
+def shuffled_state(state: dict, seed: int) -> dict:
+    """``state`` with every floating-point tensor's entries randomly permuted."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.reshape(-1)[torch.randperm(v.numel(), generator=g)].reshape(v.shape) if v.is_floating_point() else v
+            for k, v in state.items()}
+
+
+def with_controls(predict_states, trained: dict, initial: dict, shuffles: int) -> tuple:
+    """(the prediction with the trained weights, [with ``shuffles`` secret shuffles of them], with the weights before
+    training). ``predict_states(states) -> [prediction per state]`` runs in the worker; the states go in an order
+    kept here, so the worker cannot tell the real evaluation from a control except by the weights themselves."""
+    states = [("trained", trained)] + [("shuffled", shuffled_state(trained, secrets.randbits(62))) for _ in range(shuffles)] + [("initial", initial)]
+    secrets.SystemRandom().shuffle(states)
+    outputs = predict_states([state for _, state in states])
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != len(states):
+        fail(f"the grader got {describe(outputs)} from your model, not {len(states)} predictions")
+    by_kind = {}
+    for (kind, _), out in zip(states, outputs):
+        by_kind.setdefault(kind, []).append(out)
+    return by_kind["trained"][0], by_kind["shuffled"], by_kind["initial"][0]
+
+
+
+def assert_learned(score: float, shuffled: float, initial: float, *, bar: float, min_drop: float, metric: str, n_images: int,
+                   what: str, initial_min_drop: float | None = None) -> None:
+    """The trained test's verdict: ``score`` at least ``bar``, at least ``min_drop`` above the model with its trained
+    weights shuffled, and at least ``initial_min_drop`` (default ``min_drop``) above the model with its weights before
+    training (a model whose predictions come from weights it was given, not learned — a hand-set template in a
+    parameter that training never changes, say — scores as well there)."""
+    if not score >= bar:
+        fail(f"after training, {metric} is {score:.3f} on {n_images} validation images (need {bar})")
+    if not shuffled <= score - min_drop:
+        fail(f"with its trained weights shuffled, your {what} still reaches {metric} {shuffled:.3f} (trained: {score:.3f}): "
+             "the predictions must come from the learned weights")
+    if not initial <= score - (min_drop if initial_min_drop is None else initial_min_drop):
+        fail(f"with its weights as they were before training, your {what} already reaches {metric} {initial:.3f} "
+             f"(trained: {score:.3f}): the predictions must come from what it learned")

@@ -1,0 +1,78 @@
+"""The grading kit: the forbidden-call tables (data) are well-formed and name real functions, and the worker's
+support modules load in the order the manifests give, each seeing what it uses."""
+import builtins
+import importlib.util
+import symtable
+import sys
+
+import pytest
+
+from autograder import assignments
+from autograder.hidden_tests.kit.calls import GradedCalls, Rule
+from autograder.notebook import graded_cells
+from autograder.worker_main import STUDENT_MODULE, GraderSupportError, Worker, import_path
+from conftest import release_nb
+
+RELEASED = [a.id for a in assignments.all_assignments()]
+WITH_TABLES = [a for a in RELEASED if (assignments.get(a).tests_dir / "forbidden.toml").exists()]
+
+
+@pytest.fixture
+def worker():
+    """A worker object in this process (its student namespace removed afterwards)."""
+    saved = sys.modules.get(STUDENT_MODULE)
+    yield Worker()
+    if saved is None:
+        sys.modules.pop(STUDENT_MODULE, None)
+    else:
+        sys.modules[STUDENT_MODULE] = saved
+
+
+@pytest.mark.parametrize("assignment_id", WITH_TABLES)
+def test_forbidden_table_names_graded_functions_and_real_paths(assignment_id):
+    """Every function of forbidden.toml is defined in a graded cell of the release; every forbidden Python path
+    resolves (a misspelt path would never be counted) where its package is installed."""
+    graded = GradedCalls(assignment_id)
+    source = "\n".join(cell.stub for cell in graded_cells(release_nb(assignment_id)))
+    for name in graded.rules:
+        assert f"def {name}(" in source or f"class {name}(" in source, f"{name} is not defined in a graded cell of {assignment_id}"
+    rules = [*graded.rules.values(), graded.models]
+    for path in sorted({p for rule in rules for p in rule.calls}):
+        if importlib.util.find_spec(path.split(".")[0]) is not None:
+            assert callable(import_path(path)), path
+
+
+def test_a_bare_name_must_be_a_group():
+    assert Rule.parse({"calls": ["roi"]}, {"roi": ["torchvision.ops.roi_align"]}).calls == ("torchvision.ops.roi_align",)
+    with pytest.raises(ValueError, match="neither groups"):
+        Rule.parse({"calls": ["roi_op"]}, {"roi": ["torchvision.ops.roi_align"]})
+    with pytest.raises(ValueError, match="unknown keys"):
+        Rule.parse({"call": ["torch.add"]}, {})
+
+
+def test_support_modules_see_earlier_ones_and_cannot_redefine_them(worker):
+    worker.load_support([("grader.first", "def one():\n    return 1\n"),
+                         ("grader.second", "import sys\n\ndef two():\n    return one() + 1\n\ndef namespace():\n    return sys.modules[STUDENT_MODULE]\n")])
+    assert worker.support["two"]() == 2
+    assert worker.support["namespace"]() is worker.module
+    with pytest.raises(GraderSupportError, match="redefines 'one'"):
+        worker.load_support([("grader.third", "def one():\n    return 3\n")])
+
+
+@pytest.mark.parametrize("assignment_id", RELEASED)
+def test_manifest_support_modules_load_and_resolve_every_global(assignment_id, worker):
+    """Each support module, loaded in the manifest's order, finds every global name its functions use (its own,
+    the earlier modules', the worker's or a builtin): a module listed too early fails here, not while grading."""
+    a = assignments.get(assignment_id)
+    assert a.support[0] == "worker_support/common.py"
+    for name, source in a.support_sources():
+        worker.load_support([(name, source)])
+        module_globals = {*worker.support, "STUDENT_MODULE", "import_path", *dir(builtins)}
+        table = symtable.symtable(source, name, "exec")
+        module_globals |= {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+        stack, missing = list(table.get_children()), set()
+        while stack:
+            scope = stack.pop()
+            stack.extend(scope.get_children())
+            missing |= {s.get_name() for s in scope.get_symbols() if s.is_global() and s.is_referenced() and s.get_name() not in module_globals}
+        assert not missing, f"{name} uses {sorted(missing)}, defined by no module loaded before it"
