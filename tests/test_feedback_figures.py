@@ -265,3 +265,122 @@ def test_the_class_report_links_each_students_pictures(tmp_path):
     links = re.findall(r'<a href="(pictures/[^"]+)">picture 1</a>', page)
     assert len(links) == 1 and "alice" in links[0] and (index.parent / links[0]).read_bytes() == fig.png
     assert "below the bar" in page and "base64" not in page
+
+
+# ----------------------------------------------------------------------------- a2's failed box checks show the boxes
+def recorder():
+    recorded = []
+    return recorded, lambda key, value: recorded.append((key, value))
+
+
+BOX_GARBAGE = [None, "boxes", Hostile(), torch.full((4,), float("nan")), torch.zeros(3, 3, dtype=torch.complex64), torch.tensor([10**6, -1]),
+               torch.rand(10**5), torch.rand(2, 2).as_subclass(Subclass)]
+
+
+def test_a2_box_checks_attach_expected_against_returned_boxes():
+    import torchvision.ops as tv
+    from torchvision.models.detection._utils import BoxCoder
+
+    from autograder.hidden_tests.a2_detection_basics import helpers
+    from autograder.testing import GradingFailure
+
+    g = torch.Generator().manual_seed(0)
+    boxes, scores = helpers.random_boxes(40, g, scale=100), torch.rand(40, generator=g)
+    expected = tv.nms(boxes, scores, 0.5)
+    recorded, record = recorder()
+    with pytest.raises(GradingFailure, match="nms"):
+        helpers.check_nms_pictured(record, torch.arange(40), expected, boxes, scores, 0.5, "nms: kept indices")  # suppresses nothing
+    ((key, fig),) = recorded
+    assert key == ff.FIGURE_PROPERTY and fig.is_valid() and "IoU threshold 0.5" in fig.caption
+    pixels = decoded(fig)
+    assert color_pixels(pixels[:-45], ff.RETURNED_COLOR, 30) > 50 and color_pixels(pixels[:-45], ff.EXPECTED_COLOR, 30) > 50
+    recorded.clear()
+    helpers.check_nms_pictured(record, expected.clone(), expected, boxes, scores, 0.5, "nms")  # right: no picture, no failure
+    assert recorded == []
+
+    proposals, codes = helpers.random_boxes(10, g), torch.randn(10, 8, generator=g)
+    decoded_boxes = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(codes, proposals)
+    wrong = decoded_boxes.clone()
+    wrong[3, 4:] += 5.0
+    with pytest.raises(GradingFailure):
+        helpers.check_boxes(record, wrong, decoded_boxes, "decode_boxes", proposals, rtol=1e-5, atol=1e-4)
+    ((_, fig),) = recorded
+    assert fig.is_valid() and "decode_boxes" in fig.caption
+    recorded.clear()
+
+    iou = tv.box_iou(boxes[:5], boxes[5:9])
+    with pytest.raises(GradingFailure):
+        helpers.check_iou_pictured(record, iou * 0.5, iou, boxes[:5], boxes[5:9], "box_iou", rtol=1e-5, atol=1e-6)
+    assert len(recorded) == 1 and recorded[0][1].is_valid()
+    recorded.clear()
+
+    for garbage in BOX_GARBAGE:  # whatever came back: the check fails as before, with or without a picture, never otherwise
+        for check in (lambda: helpers.check_nms_pictured(record, garbage, expected, boxes, scores, 0.5, "nms"),
+                      lambda: helpers.check_boxes(record, garbage, decoded_boxes, "decode_boxes", proposals, rtol=1e-5, atol=1e-4),
+                      lambda: helpers.check_iou_pictured(record, garbage, iou, boxes[:5], boxes[5:9], "box_iou")):
+            with pytest.raises(GradingFailure):
+                check()
+    assert all(isinstance(f, ff.FeedbackFigure) and f.is_valid() for _, f in recorded)
+
+
+# ----------------------------------------------------------------------------- end to end: the trained tests' pictures
+A2_TRAINED = ("test_detector_learns_to_classify", "test_detector_learns_to_localize")
+# The solution's detector, except on the grader's last batch of 4 images (the pictures' images: 128 evaluation
+# images are predicted in batches of 64, then the 4): NaN class scores and infinite boxes there.
+GARBAGE_ON_THE_PICTURES = '''
+
+_Solved = SingleObjectDetector
+
+
+class SingleObjectDetector(_Solved):
+    def forward(self, images):
+        logits, boxes = super().forward(images)
+        if images.shape[0] == 4:
+            return torch.full_like(logits, float("nan")), torch.full_like(boxes, float("inf"))
+        return logits, boxes
+'''
+
+
+def figures_in(data: dict, test: str) -> list[tuple[int, int]]:
+    """(width, height) of each PNG embedded in ``test``'s output in results.json ``data``."""
+    (t,) = [t for t in data["tests"] if t["name"].startswith(test + ":")]
+    return [Image.open(io.BytesIO(base64.b64decode(b))).size for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', t["output"])]
+
+
+@pytest.mark.slow
+def test_a2_trained_tests_show_a_picture_and_garbage_on_it_costs_nothing(grade, tmp_path):
+    """a2's trained tests carry the picture; a model whose predictions on the pictures' images are garbage keeps its
+    points (those images are not scored) and its results are valid."""
+    from conftest import cell_by_id, solution_nb
+
+    a2 = "a2_detection_basics"
+    solved = grade(solution_nb(a2), a2, parts=["single_object"])
+    nb = solution_nb(a2)
+    cell_by_id(nb, "single_object").source += GARBAGE_ON_THE_PICTURES
+    hostile = grade(nb, a2, parts=["single_object"])
+    for results in (solved, hostile):
+        assert results.score == results.max_score_total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
+        data = results.to_gradescope()
+        validate(data)
+        for test in A2_TRAINED:
+            ((width, height),) = figures_in(data, test)
+            assert width == ff.PAGE_WIDTH_PX and height >= 200
+        assert "Predictions of your trained SingleObjectDetector" in data["tests"][-1]["output"]
+    written = hostile.write_figures(tmp_path / "results.json")
+    assert sorted(p.name for p in written) == sorted(f"results.{t}.png" for t in A2_TRAINED)
+
+
+@pytest.mark.slow
+def test_a4_trained_test_carries_a_picture(grade, tmp_path):
+    """The issue's acceptance: a4's trained test (the solution, part fcos) carries a picture of at least 200 x 200 pixels in
+    results.json, and grade --out writes it beside results.json."""
+    results = grade(assignments.get("a4_one_stage").solution_path, "a4_one_stage", parts=["fcos"])
+    assert results.score == results.max_score_total, [(t.name, t.output) for t in results.tests if t.status != "passed"]
+    out = tmp_path / "results.json"
+    results.write(out)
+    (png,) = results.write_figures(out)
+    data = json.loads(out.read_text())
+    validate(data)
+    ((width, height),) = figures_in(data, "test_trained_detector_reaches_ap50")
+    assert width >= 200 and height >= 200 and Image.open(png).size == (width, height)
+    assert png.name == "results.test_trained_detector_reaches_ap50.png"

@@ -54,14 +54,15 @@ def caption(what: str, renamed: bool) -> str:
 
 
 def detection_picture(images: torch.Tensor, targets: list[dict], predictions, lut: torch.Tensor | None, subject: str,
-                      score_threshold: float | None = feedback_figures.SCORE_THRESHOLD) -> FeedbackFigure | None:
+                      score_threshold: float | None = feedback_figures.SCORE_THRESHOLD, note: str = "") -> FeedbackFigure | None:
     """The picture of ``subject`` (e.g. "your trained detector"), a detector: ``targets`` (trusted, renamed by ``lut``
     when given) against ``predictions`` (the worker's, in the renamed ids), labelled by true class names; detections
-    with a score of at least ``score_threshold`` (None: predictions without scores, all drawn)."""
+    with a score of at least ``score_threshold`` (None: predictions without scores, all drawn). ``note`` ends the
+    caption (e.g. how the training targets were changed, where the ground truth drawn is changed the same way)."""
     names = list(CLASSES) if lut is None else feedback_figures.renamed_class_names(lut, CLASSES)
     what = f"Predictions of {subject}" if score_threshold is None else f"Detections (score >= {score_threshold:g}) of {subject}"
     return feedback_figures.detection_figure(images, targets, predictions, names, score_threshold=score_threshold or 0.0,
-                                             caption=caption(what, lut is not None))
+                                             caption=caption(what, lut is not None) + (f" {note}" if note else ""))
 
 
 def segmentation_picture(images: torch.Tensor, semantic: torch.Tensor, maps, lut: torch.Tensor, subject: str) -> FeedbackFigure | None:
