@@ -254,7 +254,7 @@ MUTANTS.update({
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
-def test_subtly_wrong_implementations_lose_exactly_their_points(grade, mutant):
+def test_a1_subtly_wrong_code_loses_exactly_its_points(grade, mutant):
     changes, must_fail, *message = MUTANTS[mutant]
     results = grade(with_cells(solution_nb(A1), _changed(changes)))
     failed = sorted(t.name.split(":")[0] for t in results.tests if t.status != "passed")
@@ -306,6 +306,6 @@ ALTERNATIVES = {
 
 
 @pytest.mark.parametrize("variant", sorted(ALTERNATIVES))
-def test_correct_alternative_implementations_score_full_marks(grade, variant):
+def test_a1_correct_alternatives_keep_full_marks(grade, variant):
     results = grade(with_cells(solution_nb(A1), _changed(ALTERNATIVES[variant])))
     assert results.score == 100, [(t.name, t.output) for t in results.tests if t.status != "passed"]
