@@ -98,8 +98,8 @@ class SingleObjectDetector(nn.Module):
 ORACLE = ORACLE.replace("seed=A2_EVAL_SEED", f"seed={A2_EVAL_SEED}")
 
 # The oracle behind a weight tag that only training puts in order (see A3_TAGGED_ORACLE below): it answers only with its
-# trained weights, so both controls pass; the classes renamed in training stop it. Its boxes stay perfect: localization
-# has no renaming, so the localize test still gives it its points (the README says so).
+# trained weights, so both controls pass; the counterfactual training data stops it: the classes renamed and the boxes
+# moved in training (a secret shift and scale), which its true answers do not follow.
 TAGGED_ORACLE = ORACLE.replace(
     "        self._answers = None\n", "        self._answers = None\n        self.register_buffer('tag', torch.zeros(64))\n").replace(
     "        if self.training:\n", "        if self.training:\n            self.tag.copy_(torch.arange(1.0, 65.0))\n").replace(
@@ -125,14 +125,13 @@ def single_object_cell(model_code: str) -> str:
 def test_hostile_models_score_zero_on_the_trained_tests(grade, name, model_code):
     results = grade(with_cells(solution_nb(A2), {"single_object": single_object_cell(model_code)}), A2, parts=["single_object"])
     scores = {t.name.split(":")[0]: (t.score, t.output) for t in results.tests}
-    for test in TRAINED if name != "recognises its weights" else TRAINED[:1]:
+    for test in TRAINED:
         assert scores[test][0] == 0, (name, test, scores[test])
     # the parts of the cell that are still correct keep their points
     assert scores["test_sliding_window_count"][0] == 3 and scores["test_single_object_loss"][0] == 3, (name, scores)
-    if name in ("ignores its weights", "recognises its weights"):  # the true classes, where the grader trained renamed ones
+    if name in ("ignores its weights", "recognises its weights"):  # the true classes and boxes, where the grader trained changed ones
         assert "accuracy is" in scores[TRAINED[0]][1], scores[TRAINED[0]]
-    if name == "ignores its weights":  # its perfect boxes survive shuffling its weights: the control catches them
-        assert "shuffled" in scores[TRAINED[1]][1], scores[TRAINED[1]]
+        assert "mean box IoU is" in scores[TRAINED[1]][1], scores[TRAINED[1]]
 
 
 # a3: the same attacks on the Faster R-CNN trained test (COCO AP50 computed in the trusted process).

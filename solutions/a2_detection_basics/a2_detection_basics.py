@@ -715,8 +715,11 @@ print("single-object detector ✓")
 # and IoU must both be at least 0.15 lower (a hand-written rule that ignores the weights gets nothing). The
 # grader renders its own training images, and renames the class ids of their labels by a secret permutation
 # (never the identity; the evaluation's labels are renamed the same way): a network that learns from its
-# data predicts the renamed ids, a rule that decides the class by itself does not. So take the classes from
-# the training labels only. The cell prints the same numbers on a validation set.
+# data predicts the renamed ids, a rule that decides the class by itself does not. Its training boxes are moved
+# the same way: shifted by half their size along both axes and scaled by 0.8 or 1.3 (the directions and the
+# scale are secret; the evaluation's boxes move alike), so a network that regresses what it was taught follows
+# them, and a rule that finds the object's outline does not. So take classes and boxes from the training
+# targets only. The cell prints the same numbers on a validation set (true classes and boxes).
 
 # %%
 import copy

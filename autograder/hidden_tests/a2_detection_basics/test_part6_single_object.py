@@ -79,21 +79,23 @@ TRAINING_IMAGES = 2048
 @pytest.fixture(scope="module")
 def trained_single_object(student):
     """Train the student's detector once (grader recipe, in the worker) on training data rendered here whose classes
-    are renamed by a secret permutation, and score it here against the same renaming.
+    are renamed by a secret permutation and whose boxes are moved by a secret shift and scale (``counterfactual``),
+    and score it here against the same renaming and move.
 
     Returns {"trained" | "shuffled" | "initial": (accuracy, mean IoU)}: the trained weights, the same model with its
     trained weights shuffled here, and with its weights before training (both must score clearly worse: a detector
     that does not learn gets no points); the three go to the worker in a secret order. And {"figure": the picture of
     the trained model on the kit.pictures images, sent after the evaluation images, not scored}."""
     lut = counterfactual.renaming(EVAL_SET, student.submission_digest)
+    move = counterfactual.box_move(EVAL_SET, student.submission_digest)
     data = ShapesDataset(EVAL_IMAGES, 64, seed=evaluation_seed(EVAL_SET), **SHAPES)
     items = [data[i] for i in range(EVAL_IMAGES)]
     images = torch.stack([im for im, _ in items])
     labels = lut[torch.stack([t["labels"][0] for _, t in items])]
-    boxes = torch.stack([t["boxes"][0] for _, t in items])
+    boxes = counterfactual.moved_boxes(torch.stack([t["boxes"][0] for _, t in items]), move, 64)
     train_images, train_targets = counterfactual.training_set(EVAL_SET, TRAINING_IMAGES, 64, **SHAPES)
     train_labels = lut[torch.stack([t["labels"][0] for t in train_targets])]
-    train_boxes = torch.stack([t["boxes"][0] for t in train_targets])
+    train_boxes = counterfactual.moved_boxes(torch.stack([t["boxes"][0] for t in train_targets]), move, 64)
     result = student.call_helper("train_single_object", student.SingleObjectDetector.get(), train_images, train_labels, train_boxes,
                                  timeout=240).value
     if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], RemoteObject):
@@ -106,7 +108,7 @@ def trained_single_object(student):
     (trained, pictures), (shuffled, _), (initial, _) = (_split(out) for out in (outputs[0], *outputs[1], outputs[2]))
     scores = {kind: score(*out, labels, boxes) for kind, out in (("trained", trained), ("shuffled", shuffled), ("initial", initial))}
     shown = [{"boxes": pictures[1][i:i + 1], "labels": pictures[0][i:i + 1]} for i in range(PICTURE_IMAGES)]
-    truths = [{k: t[k] for k in ("boxes", "labels")} for t in counterfactual.renamed(picture_targets, lut)]
+    truths = [{"boxes": counterfactual.moved_boxes(t["boxes"], move, 64), "labels": t["labels"]} for t in counterfactual.renamed(picture_targets, lut)]
     return {**scores, "figure": detection_picture(picture_images, truths, shown, lut,
                                                        "your trained SingleObjectDetector (class and box)", score_threshold=None)}
 
@@ -157,7 +159,7 @@ def test_detector_learns_to_classify(trained_single_object, record_property):
 @pytest.mark.part("single_object")
 @pytest.mark.points(2)
 def test_detector_learns_to_localize(trained_single_object, record_property):
-    """trained by the grader's recipe: mean box IoU >= 0.55 on 128 new images, learned"""
+    """trained by the grader's recipe (boxes moved by a secret shift and scale): mean box IoU >= 0.55 on 128 new images, learned"""
     (_, iou), (_, shuffled), (_, initial) = (trained_single_object[k] for k in ("trained", "shuffled", "initial"))
     attach(record_property, trained_single_object["figure"])
     record_property("feedback", f"measured: mean box IoU {iou:.2f} on {EVAL_IMAGES} new images (bar {IOU_BAR}); "
