@@ -335,20 +335,34 @@ def _fail_safe(draw: Callable[..., FeedbackFigure | None]) -> Callable[..., Feed
     return wrapper
 
 
+def _distinct(boxes: torch.Tensor, order: list[int], iou: float) -> list[int]:
+    """The rows of ``order`` (best first) whose box overlaps no earlier kept one by more than ``iou``."""
+    from torchvision.ops import box_iou
+
+    overlaps = box_iou(boxes[order].double(), boxes[order].double())
+    kept: list[int] = []
+    for i in range(len(order)):
+        if all(float(overlaps[i, j]) <= iou for j in kept):
+            kept.append(i)
+    return [order[i] for i in kept]
+
+
 def _detection_label(name: str, score: float | None) -> str:
     return name if score is None else f"{name} {score:.2f}"
 
 
 @_fail_safe
 def detection_figure(images: torch.Tensor, truths: Sequence[dict], predictions: object, class_names: Sequence[str], *, caption: str,
-                     score_threshold: float = SCORE_THRESHOLD, max_shown: int = MAX_SHOWN, predicted_row: str = "your trained model") -> FeedbackFigure | None:
+                     score_threshold: float = SCORE_THRESHOLD, max_shown: int = MAX_SHOWN, predicted_row: str = "your trained model",
+                     distinct_iou: float | None = None) -> FeedbackFigure | None:
     """Ground truth (top row) and predictions (bottom row) on ``images`` Tensor[N, 3, H, W] (trusted, N <= 8):
     boxes with class name (and score), masks as tinted overlays when the dicts have ``masks``.
 
     ``truths``: N trusted dicts {boxes Float[K, 4], labels Long[K], masks Bool[K, H, W] optional}; ``predictions``:
     the worker's N detection dicts (checked by ``safe_detections``; a malformed one is drawn as a note);
     ``class_names[id]`` names a label id (both rows use the same ids). Drawn: detections with score >=
-    ``score_threshold``, at most ``max_shown`` per image (the best)."""
+    ``score_threshold``, at most ``max_shown`` per image (the best); with ``distinct_iou``, only the best of detections
+    overlapping more than that (IoU, whatever their class)."""
     n = len(images)
     if not 1 <= n <= 8 or len(truths) != n:
         return None
@@ -371,7 +385,10 @@ def detection_figure(images: torch.Tensor, truths: Sequence[dict], predictions: 
             scores, masks = dets.get("scores"), dets.get("masks")
             order = list(range(len(boxes)))
             if row == 1:
-                order = [k for k in order if scores is None or float(scores[k]) >= score_threshold][:max_shown]
+                order = [k for k in order if scores is None or float(scores[k]) >= score_threshold]
+                if distinct_iou is not None and order:
+                    order = _distinct(boxes, order, distinct_iou)
+                order = order[:max_shown]
             for k in order:
                 if masks is not None:
                     _tint(canvas, masks[k].bool().numpy(), _color(class_names[int(labels[k])]), alpha=0.6)

@@ -384,3 +384,17 @@ def test_a4_trained_test_carries_a_picture(grade, tmp_path):
     ((width, height),) = figures_in(data, "test_trained_detector_reaches_ap50")
     assert width >= 200 and height >= 200 and Image.open(png).size == (width, height)
     assert png.name == "results.test_trained_detector_reaches_ap50.png"
+
+
+def test_distinct_iou_draws_only_the_best_of_overlapping_detections():
+    images, _ = shapes(seed=15)
+    box = torch.tensor([[30.0, 30.0, 90.0, 90.0]])
+    duplicates = {"boxes": torch.cat([box, box + 3.0]), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 2])}  # circle, then square (IoU 0.82)
+    truths = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 4
+    both = decoded(ff.detection_figure(images, truths, [duplicates] * 4, list(CLASSES), caption=""))
+    best = decoded(ff.detection_figure(images, truths, [duplicates] * 4, list(CLASSES), caption="", distinct_iou=0.7))
+    square, circle = ff.CLASS_COLORS["square"], ff.CLASS_COLORS["circle"]
+    half = both.shape[0] // 2
+    assert color_pixels(both[half:-45], square, 40) > 200
+    assert color_pixels(best[half:-45], square, 40) < color_pixels(both[half:-45], square, 40) / 4
+    assert color_pixels(best[half:-45], circle, 40) > 200

@@ -216,5 +216,5 @@ def trained_mask_ap50(student, *, set_name: str, steps: int, lr: float, eval_see
     shown = [{**p, "boxes": d["boxes"]} for p, d in zip(pasted(detections[eval_images:], trained[scored:], size), detections[eval_images:])]
     figure = detection_picture(picture_images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in picture_targets], shown, None,
                                "Mask R-CNN with your trained mask head (boxes, classes and scores from its box part, trained with your head "
-                               "and run by the grader; masks from your head)")
+                               "and run by the grader; masks from your head)", distinct_iou=0.7)
     return Trained((score, float(np.mean(controls)), initial), figure)

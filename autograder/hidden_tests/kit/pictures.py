@@ -54,15 +54,19 @@ def caption(what: str, renamed: bool) -> str:
 
 
 def detection_picture(images: torch.Tensor, targets: list[dict], predictions, lut: torch.Tensor | None, subject: str,
-                      score_threshold: float | None = feedback_figures.SCORE_THRESHOLD, note: str = "") -> FeedbackFigure | None:
+                      score_threshold: float | None = feedback_figures.SCORE_THRESHOLD, note: str = "",
+                      distinct_iou: float | None = None) -> FeedbackFigure | None:
     """The picture of ``subject`` (e.g. "your trained detector"), a detector: ``targets`` (trusted, renamed by ``lut``
     when given) against ``predictions`` (the worker's, in the renamed ids), labelled by true class names; detections
     with a score of at least ``score_threshold`` (None: predictions without scores, all drawn). ``note`` ends the
-    caption (e.g. how the training targets were changed, where the ground truth drawn is changed the same way)."""
+    caption (e.g. how the training targets were changed, where the ground truth drawn is changed the same way);
+    ``distinct_iou``: of detections overlapping more (IoU, any class), only the best is drawn."""
     names = list(CLASSES) if lut is None else feedback_figures.renamed_class_names(lut, CLASSES)
     what = f"Predictions of {subject}" if score_threshold is None else f"Detections (score >= {score_threshold:g}) of {subject}"
+    if distinct_iou is not None:
+        note = f"Of detections overlapping more than IoU {distinct_iou:g}, only the best is drawn. {note}".strip()
     return feedback_figures.detection_figure(images, targets, predictions, names, score_threshold=score_threshold or 0.0,
-                                             caption=caption(what, lut is not None) + (f" {note}" if note else ""))
+                                             distinct_iou=distinct_iou, caption=caption(what, lut is not None) + (f" {note}" if note else ""))
 
 
 def segmentation_picture(images: torch.Tensor, semantic: torch.Tensor, maps, lut: torch.Tensor, subject: str) -> FeedbackFigure | None:
