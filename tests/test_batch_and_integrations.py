@@ -12,7 +12,7 @@ import pytest
 
 from autograder.results import validate
 from conftest import ROOT, release_nb, solution_nb, with_cells
-from test_grading_pipeline import MUTANTS, _mutate, _sol
+from test_grading_a1 import MUTANTS, _mutate, _sol
 
 A1 = "a1_pytorch"
 

@@ -9,7 +9,6 @@ import nbformat
 
 from autograder.results import validate
 from conftest import ROOT, cell_by_id, release_nb, solution_nb, solution_source, with_cells
-from test_grading_a1 import MUTANTS, _mutate, _sol  # noqa: F401 - test_batch_and_integrations imports them from here
 
 A1 = "a1_pytorch"
 
