@@ -23,6 +23,7 @@ import io
 import math
 import re
 import struct
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,7 +264,8 @@ def _draw_box(ax, box: Sequence[float], color: str, label: str | None, *, dashed
                 bbox=dict(facecolor=color, edgecolor="none", alpha=0.85, pad=1.0))
 
 
-def _new_figure(rows: int, cols: int, panel_aspect: float, *, left: float = 0.22, bottom: float = 0.35, title_lines: int = 1) -> tuple[Figure, Any]:
+def _new_figure(rows: int, cols: int, panel_aspect: float, *, left: float = 0.22, bottom: float = 0.35, title_lines: int = 1,
+                wspace: float = 0.03) -> tuple[Figure, Any]:
     """A figure ``PAGE_WIDTH_PX`` wide of ``rows`` x ``cols`` panels (height / width ``panel_aspect``), with ``left``
     and ``bottom`` inches for row labels and the legend, and room for ``title_lines`` lines of panel titles."""
     from matplotlib.figure import Figure
@@ -274,7 +276,7 @@ def _new_figure(rows: int, cols: int, panel_aspect: float, *, left: float = 0.22
     height = rows * (panel * panel_aspect + title) + bottom + 0.05
     fig = Figure(figsize=(width, height), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=left / width, right=1 - 0.05 / width, top=1 - title / height, bottom=bottom / height, wspace=0.03,
+    fig.subplots_adjust(left=left / width, right=1 - 0.05 / width, top=1 - title / height, bottom=bottom / height, wspace=wspace,
                         hspace=title * rows / (height - bottom - title))
     return fig, axes
 
@@ -436,6 +438,21 @@ def segmentation_figure(images: torch.Tensor, truth_maps: torch.Tensor, predicte
     return encode_png(fig, caption)
 
 
+def _limits(boxes: Sequence[torch.Tensor], size: tuple[int, int] | None) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of a box panel: the image of ``size`` (H, W), else the ``boxes`` (Tensor[K, 4] each) with a margin."""
+    import torch
+
+    if size is not None:
+        return 0.0, 0.0, float(size[1]), float(size[0])
+    if not boxes:
+        return 0.0, 0.0, 1.0, 1.0
+    every = torch.cat([b.double() for b in boxes])
+    x0, y0 = float(every[:, [0, 2]].min()), float(every[:, [1, 3]].min())
+    x1, y1 = float(every[:, [0, 2]].max()), float(every[:, [1, 3]].max())
+    pad = 0.08 * max(x1 - x0, y1 - y0, 1e-6)
+    return x0 - pad, y0 - pad, x1 + pad, y1 + pad
+
+
 @dataclass
 class BoxPanel:
     """One case of a box unit test: ``expected`` boxes (trusted) against ``returned`` (the worker's, checked by
@@ -459,40 +476,45 @@ def box_comparison_figure(panels: Sequence[BoxPanel], *, caption: str, size: tup
     panels = list(panels)[:4]
     if not panels:
         return None
-    fig, axes = _new_figure(1, len(panels), 0.75 if len(panels) > 1 else 0.45, left=0.3, bottom=0.55, title_lines=2)
-    for ax, p in zip(axes[0], panels):
-        returned = safe_boxes(p.returned)
-        drawn = [b for b in (p.context, p.expected, returned) if b is not None and len(b)]
-        _panel(ax, p.title[:70] + (f"\n{p.note[:80]}" if p.note else ""))
+    returned = [safe_boxes(p.returned) for p in panels]
+    limits = [_limits([b for b in (p.context, p.expected, r) if b is not None and len(b)], size) for p, r in zip(panels, returned)]
+    if not all(math.isfinite(v) for lim in limits for v in lim):
+        return None
+    aspect = max((y1 - y0) / max(x1 - x0, 1e-9) for x0, y0, x1, y1 in limits)  # the panels' height / width, from the boxes
+    chars = max(int(PAGE_WIDTH_PX / len(panels) / 6), 16)  # a title line's characters at 7 points
+    titles = [textwrap.fill(p.title[:70], chars) + (f"\n{textwrap.fill(p.note[:120], chars)}" if p.note else "") for p in panels]
+    fig, axes = _new_figure(1, len(panels), min(max(aspect, 0.3), 1.0), left=0.3, bottom=0.55, title_lines=max(t.count("\n") + 1 for t in titles),
+                            wspace=0.3)
+    for ax, p, ret, (x0, y0, x1, y1), title in zip(axes[0], panels, returned, limits, titles):
+        _panel(ax, title)
+        ax.title.set_fontsize(7)
         ax.set_facecolor("white")
         ax.set_aspect("equal")
-        if size is not None:
-            x0, y0, x1, y1 = 0.0, 0.0, float(size[1]), float(size[0])
-        elif drawn:
-            every = torch.cat([b.double() for b in drawn])
-            x0, y0 = float(every[:, [0, 2]].min()), float(every[:, [1, 3]].min())
-            x1, y1 = float(every[:, [0, 2]].max()), float(every[:, [1, 3]].max())
-            pad = 0.08 * max(x1 - x0, y1 - y0, 1e-6)
-            x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
-        else:
-            x0, y0, x1, y1 = 0.0, 0.0, 1.0, 1.0
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            return None
         ax.set_xlim(x0, x1)
         ax.set_ylim(y1, y0)
+        anchors: list[tuple[float, float]] = []  # labels at the same corner go one under the other
         for k, b in enumerate(p.context if p.context is not None else []):
             label = p.context_labels[k] if p.context_labels is not None and k < len(p.context_labels) else str(k)
-            _draw_box(ax, b.tolist(), CONTEXT_COLOR, str(label)[:24], linewidth=1.0)
+            _draw_box(ax, b.tolist(), CONTEXT_COLOR, None, linewidth=1.0)
+            near = sum(abs(b[0] - ax_) < 0.04 * (x1 - x0) and abs(b[1] - ay) < 0.04 * (y1 - y0) for ax_, ay in anchors)
+            anchors.append((float(b[0]), float(b[1])))
+            ax.annotate(str(label)[:24], (float(b[0]), float(b[1])), xytext=(1, -1 - 9 * near), textcoords="offset points", fontsize=6,
+                        color="white", va="top", ha="left", annotation_clip=True,
+                        bbox=dict(facecolor=CONTEXT_COLOR, edgecolor="none", alpha=0.85, pad=0.8))
         for b in (p.expected if p.expected is not None else []):
             _draw_box(ax, b.tolist(), EXPECTED_COLOR, None, dashed=True, linewidth=2.2)
-        if returned is None and p.returned is not None:
+        if ret is None and p.returned is not None:
             _note(ax, "not boxes Tensor[K, 4] of finite numbers")
-        for b in (returned if returned is not None else []):
+        for b in (ret if ret is not None else []):
             _draw_box(ax, b.tolist(), RETURNED_COLOR, None, linewidth=1.4)
         ax.set_xticks([x0, x1], [f"{x0:.4g}", f"{x1:.4g}"])
         ax.set_yticks([y0, y1], [f"{y0:.4g}", f"{y1:.4g}"])
         ax.tick_params(labelsize=6, length=2)
-    entries = [("expected", EXPECTED_COLOR, "--"), ("returned", RETURNED_COLOR, "-")]
+        first, last = ax.get_xticklabels()
+        first.set_horizontalalignment("left")
+        last.set_horizontalalignment("right")
+    entries = [entry for entry, used in ((("expected", EXPECTED_COLOR, "--"), any(p.expected is not None for p in panels)),
+                                         (("returned", RETURNED_COLOR, "-"), any(p.returned is not None for p in panels))) if used]
     if any(p.context is not None for p in panels):
         entries.append(("input boxes", CONTEXT_COLOR, "-"))
     _legend(fig, entries)
