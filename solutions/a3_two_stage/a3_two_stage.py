@@ -124,7 +124,9 @@ print("running on", device)
 # sample grid is not (its size depends on the largest RoI). With adaptive sampling, sample every RoI on the largest grid $\max_k g_h \times \max_k g_w$ and mask the samples
 # beyond its own grid. Gradients come from autograd — no custom backward — and must equal torchvision's.
 # `F.grid_sample` may do the bilinear interpolation for you once the coordinates are clamped and the
-# outside samples masked (mind its normalized coordinates), or you gather the four neighbours yourself.
+# outside samples masked (mind its normalized coordinates), or you gather the four neighbours yourself
+# (`F.embedding_bag(indices, table, mode="sum", per_sample_weights=...)` adds up weighted rows of a table
+# in one call: with the map's cells as the rows (channels last), one bag per output bin — fast).
 
 # %% nbgrader={"grade": false, "grade_id": "roi_ops", "locked": false, "schema_version": 3, "solution": true}
 def _pair(output_size):
@@ -207,34 +209,33 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
         grid_h = grid_w = torch.full((K,), sampling_ratio, dtype=torch.long, device=input.device)
     else:  # adaptive: ceil(bin size) samples per side, per RoI
         grid_h, grid_w = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()
-    n_samples = (grid_h * grid_w).clamp(min=1).to(input.dtype)
-    most_h, most_w = max(int(grid_h.max()), 1), max(int(grid_w.max()), 1)
 
-    def sample_coords(start, bin_size, grid, n_bins, most, size):
-        """grid_sample coordinates Tensor[K, n_bins * most] of the samples along one axis (far outside for those that do not count)."""
+    def taps(start, bin_size, grid, n_bins, size):
+        """The rows (columns) of the map that each bin reads along one axis, with their weights: Tensor[K, n_bins, 2 * most] each
+        (the two neighbours of each sample, samples on the largest grid; those that do not count weigh 0)."""
+        most = max(int(grid.max()), 1)
         p = torch.arange(n_bins, device=input.device, dtype=input.dtype)[None, :, None]
         i = torch.arange(most, device=input.device)[None, None, :]
-        t = start[:, None, None] + p * bin_size[:, None, None] + ((i + 0.5) * bin_size[:, None, None]) / grid.to(input.dtype)[:, None, None]
-        counts = (i < grid[:, None, None]) & (t >= -1.0) & (t <= size)
-        t = t.clamp(min=0.0, max=size - 1)
-        normalized = (2 * t + 1) / size - 1  # grid_sample's coordinates (align_corners=False)
-        return normalized.masked_fill(~counts, -3.0).reshape(K, -1)  # -3: far outside, sampled as 0
+        per_side = grid.clamp(min=1).to(input.dtype)[:, None, None]
+        t = start[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / per_side  # [K, n_bins, most]
+        counts = (i < grid[:, None, None]) & (t >= -1.0) & (t <= size)  # samples beyond the border are 0
+        t = t.clamp(min=0.0)
+        low = t.floor().long().clamp(max=size - 1)
+        frac = (t - low).clamp(max=1.0) * (low < size - 1)  # on the last row/column: all the weight on it
+        weight = counts / per_side  # 1 / g per sample: the mean along this axis
+        return torch.cat([low, (low + 1).clamp(max=size - 1)], -1), torch.cat([weight * (1 - frac), weight * frac], -1)
 
-    gy = sample_coords(y1, bin_h, grid_h, out_h, most_h, H)
-    gx = sample_coords(x1, bin_w, grid_w, out_w, most_w, W)
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [K, h*most_h, w*most_w, (x, y)]
-    # grid_sample samples image n with grid n: give each RoI a slot among the RoIs of its image
-    per_image = torch.bincount(image_of_roi, minlength=N)
-    order = torch.argsort(image_of_roi, stable=True)
-    first_of_image = torch.cumsum(per_image, 0) - per_image
-    slot = torch.empty_like(image_of_roi)
-    slot[order] = torch.arange(K, device=input.device) - first_of_image[image_of_roi[order]]
-    slots = int(per_image.max())
-    grids = grid.new_zeros((N, slots) + grid.shape[1:])
-    grids[image_of_roi, slot] = grid
-    samples = F.grid_sample(input, grids.flatten(1, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
-    bin_sums = samples.reshape(N, C, slots, out_h, most_h, out_w, most_w).sum(dim=(4, 6))  # [N, C, slots, h, w]
-    return bin_sums[image_of_roi, :, slot] / n_samples[:, None, None, None]
+    rows, row_weights = taps(y1, bin_h, grid_h, out_h, H)  # [K, h, a]
+    cols, col_weights = taps(x1, bin_w, grid_w, out_w, W)  # [K, w, b]
+    # bin (k, p, q) = sum over its taps (j, i) of row_weights[k, p, j] * col_weights[k, q, i] * input[image, :, rows[k, p, j], cols[k, q, i]];
+    # the 1 / (g_h g_w) of the mean is the product of the two axes' 1 / g
+    cell = (image_of_roi[:, None, None, None, None] * H + rows[:, :, None, :, None]) * W + cols[:, None, :, None, :]  # [K, h, w, a, b]
+    weight = row_weights[:, :, None, :, None] * col_weights[:, None, :, None, :]
+    table = input.permute(0, 2, 3, 1).reshape(N * H * W, C)  # one row per map cell, channels last
+    # F.embedding_bag sums the weighted table rows of each bag (here: each bin) in one call, the same as
+    # (table[cell] * weight[..., None]).sum over the taps without the [K, h, w, a * b, C] intermediate
+    bins = F.embedding_bag(cell.reshape(K * out_h * out_w, -1), table, mode="sum", per_sample_weights=weight.reshape(K * out_h * out_w, -1))
+    return bins.reshape(K, out_h, out_w, C).permute(0, 3, 1, 2)
     ### END SOLUTION
 
 # %% tags=["check"]
