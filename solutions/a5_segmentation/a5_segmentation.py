@@ -242,8 +242,11 @@ def bilinear_upsample(input, size=None, scale_factor=None, align_corners=False):
     in_h, in_w = input.shape[-2:]
     y0, y1, ly = _linear_taps(_source_positions(out_h, r_h, align_corners, True, input.dtype, input.device), in_h)
     x0, x1, lx = _linear_taps(_source_positions(out_w, r_w, align_corners, True, input.dtype, input.device), in_w)
-    rows = input[..., y0, :] * (1 - ly)[:, None] + input[..., y1, :] * ly[:, None]
-    return rows[..., x0] * (1 - lx) + rows[..., x1] * lx
+    # linear along one axis = a matrix with two weights in each row (1 - lam and lam at the two neighbours): two small
+    # matrices, [H_out, H] and [W_out, W], and two matrix products, much faster than gathering rows and columns
+    rows = F.one_hot(y0, in_h) * (1 - ly)[:, None] + F.one_hot(y1, in_h) * ly[:, None]
+    cols = F.one_hot(x0, in_w) * (1 - lx)[:, None] + F.one_hot(x1, in_w) * lx[:, None]
+    return rows @ input @ cols.t()
     ### END SOLUTION
 
 
@@ -370,7 +373,9 @@ plt.show()
 # $< $ dilation in PyTorch; the tests keep it below the stride), plus the bias. One way: a matrix product
 # gives all $C_\text{out} k_h k_w$ kernel copies of every input pixel at once, and `F.fold` adds them into
 # place (`F.fold` is the adjoint of `F.unfold`; both are allowed). No loop over pixels; a loop over the
-# $k_h k_w$ kernel taps is fine.
+# $k_h k_w$ kernel taps is fine. A faster way: output row $s_h y + r$ only receives the kernel rows
+# $r, r + s_h, r + 2s_h, \dots$, so each of the $s_h s_w$ output *phases* is an ordinary convolution (`F.conv2d`, allowed)
+# of the input with every $s$-th kernel tap, flipped; interleave the phases.
 #
 # **Convolution as a matrix.** A convolution is linear in its input, so for one image of size
 # $C_\text{in} \times H \times W$ there is a matrix $C$ with
@@ -395,8 +400,17 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     n, c_in, h, w = input.shape
     _, c_out, k_h, k_w = weight.shape
     full_h, full_w = (h - 1) * s_h + k_h, (w - 1) * s_w + k_w
-    copies = weight.reshape(c_in, -1).t() @ input.reshape(n, c_in, h * w)  # [N, C_out*kH*kW, H*W]
-    full = F.fold(copies, (full_h, full_w), (k_h, k_w), stride=(s_h, s_w))  # the copies added into place
+    # Output row s_h y + r receives kernel rows r, r + s_h, r + 2 s_h, ... from input rows y, y - 1, y - 2, ...: each of the
+    # s_h s_w output phases (r, t) is an ordinary convolution of the input with the taps weight[..., r::s_h, t::s_w], flipped
+    # (F.conv2d correlates). Zero taps fill the kernel up to q_h x q_w taps per phase.
+    q_h, q_w = -(-k_h // s_h), -(-k_w // s_w)
+    taps = F.pad(weight, (0, q_w * s_w - k_w, 0, q_h * s_h - k_h)).reshape(c_in, c_out, q_h, s_h, q_w, s_w)
+    taps = taps.flip(2, 4).permute(1, 3, 5, 0, 2, 4).reshape(c_out * s_h * s_w, c_in, q_h, q_w)  # [(o, r, t), c, q_h, q_w]
+    phases = F.conv2d(input, taps, padding=(q_h - 1, q_w - 1))  # [N, C_out*s_h*s_w, H + q_h - 1, W + q_w - 1]
+    rows, cols = phases.shape[-2:]
+    # interleave the phases: full[n, o, s_h y + r, s_w x + t] = phases[n, (o, r, t), y, x]; the zero taps' rows cut off
+    full = phases.reshape(n, c_out, s_h, s_w, rows, cols).permute(0, 1, 4, 2, 5, 3).reshape(n, c_out, rows * s_h, cols * s_w)
+    full = full[..., :full_h, :full_w]
     full = F.pad(full, (0, o_w, 0, o_h))
     out_h, out_w = full_h - 2 * p_h + o_h, full_w - 2 * p_w + o_w
     out = full[..., p_h:p_h + out_h, p_w:p_w + out_w]
