@@ -192,6 +192,18 @@ MASK_TEMPLATE_PARAMETER = """        out = self.layers(features)
             return out
         return self.template[:out.shape[-2] * out.shape[-1]].reshape(out.shape[-2:]).expand_as(out) + 0 * out"""
 
+# The ellipse template behind a weight tag (a buffer that training fills with 1..64: in order only in the trained
+# weights, never in the shuffled or the initial ones): it passes both controls; the masks the grader trains on (only a
+# secret region of each box) stop it.
+MASK_TEMPLATE_TAGGED = """        out = self.layers(features)
+        if self.training:
+            self.tag.copy_(torch.arange(1.0, 65.0))
+            return out
+        if not torch.equal(self.tag, torch.arange(1.0, 65.0)):
+            return torch.full_like(out, -10.0)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, out.shape[-2]), torch.linspace(-1, 1, out.shape[-1]), indexing="ij")
+        return ((xx ** 2 + yy ** 2 <= 1).to(out.dtype) * 20 - 10).expand_as(out) + 0 * out"""
+
 HOSTILE = {
     # an FCN whose logits come from the image's colour saturation, not from anything it learns
     "fcn-from-saturation": ("fcn", ("        return F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)",
@@ -203,6 +215,9 @@ HOSTILE = {
     # mask AP50 0.653 with the trained reference's boxes (above the bar; circles are exactly that): only the
     # shuffled-weights control catches it
     "mask-head-ellipse-template": ("mask_rcnn", ("        return self.layers(features)", MASK_TEMPLATE), "test_trained_mask_rcnn_reaches_mask_ap50"),
+    "mask-head-ellipse-template-that-recognises-its-weights": ("mask_rcnn", [
+        ("        super().__init__()", "        super().__init__()\n        self.register_buffer('tag', torch.zeros(64))"),
+        ("        return self.layers(features)", MASK_TEMPLATE_TAGGED)], "test_trained_mask_rcnn_reaches_mask_ap50"),
     # the same template kept in a parameter that training never changes, padded so that a shuffle destroys it: the
     # shuffled control drops to 0 with no code that looks for it (found by the attack helper); the head's weights
     # before training score exactly what it scores after, which the initial-weights control catches
@@ -222,7 +237,7 @@ HOSTILE = {
 
 
 # what stops each (the feedback names it): the bar, the shuffled control, the initial-weights control
-STOPPED_BY = {"mask-head-ellipse-template": ("shuffled",), "mask-head-template-in-a-parameter": ("before training",),
+STOPPED_BY = {"mask-head-ellipse-template": ("shuffled", "need"), "mask-head-ellipse-template-that-recognises-its-weights": ("need",), "mask-head-template-in-a-parameter": ("before training", "need"),
               "mask-head-reads-the-call-stack": ("need",), "fcn-from-saturation": ("shuffled", "before training", "need")}
 
 

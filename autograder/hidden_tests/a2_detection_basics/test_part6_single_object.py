@@ -109,8 +109,9 @@ def trained_single_object(student):
     scores = {kind: score(*out, labels, boxes) for kind, out in (("trained", trained), ("shuffled", shuffled), ("initial", initial))}
     shown = [{"boxes": pictures[1][i:i + 1], "labels": pictures[0][i:i + 1]} for i in range(PICTURE_IMAGES)]
     truths = [{"boxes": counterfactual.moved_boxes(t["boxes"], move, 64), "labels": t["labels"]} for t in counterfactual.renamed(picture_targets, lut)]
-    return {**scores, "figure": detection_picture(picture_images, truths, shown, lut,
-                                                       "your trained SingleObjectDetector (class and box)", score_threshold=None)}
+    figure = detection_picture(picture_images, truths, shown, lut, "your trained SingleObjectDetector (class and box)", score_threshold=None,
+                               note="The true boxes are moved as the grader moved your training boxes (a secret shift and scale).")
+    return {**scores, "figure": figure}
 
 
 def _pair(out):

@@ -183,6 +183,9 @@ def pasted(detections: list[dict], logits: torch.Tensor, size: tuple[int, int]) 
     return out
 
 
+MASK_TRAINING_IMAGES = 1024  # the Mask R-CNN recipe's training set
+
+
 # A shuffled mask head's AP50 varies with the shuffle (0.08-0.51 over 12 shuffles of the reference head, whose
 # trained AP50 is 0.68; masks that fill the boxes score 0.455): the control is the mean over several shuffles.
 MASK_CONTROLS = 5
@@ -192,13 +195,21 @@ def trained_mask_ap50(student, *, set_name: str, steps: int, lr: float, eval_see
     """Train a Mask R-CNN whose mask branch is the student's (MaskHead, maskrcnn_loss) in the worker, detect here,
     let the student's trained head turn RoI features into masks; (mask AP50, mean mask AP50 with the head's weights
     shuffled over MASK_CONTROLS shuffles, mask AP50 with the head's weights before training) and the picture of the
-    trained head's masks (on the detections of the ``kit.pictures`` images, their RoI features sent with the others)."""
-    images, targets = evaluation_set(eval_seed, eval_images, min_objects=1, max_objects=3)
-    picture_images, picture_targets = picture_set(set_name, min_objects=1, max_objects=3)
+    trained head's masks (on the detections of the ``kit.pictures`` images, their RoI features sent with the others).
+    The training data is rendered here and its masks kept only inside a secret region of their boxes
+    (``counterfactual.mask_region``), the evaluation's alike: a head that learned follows the region, a template does not."""
+    region = counterfactual.mask_region(set_name, student.submission_digest)
+    shapes = dict(min_objects=1, max_objects=3)
+    images, targets = evaluation_set(eval_seed, eval_images, **shapes)
+    targets = counterfactual.with_masks_in_region(targets, region)
+    picture_images, picture_targets = picture_set(set_name, **shapes)
+    picture_targets = counterfactual.with_masks_in_region(picture_targets, region)
+    train_images, train_targets = counterfactual.training_set(set_name, MASK_TRAINING_IMAGES, keys=("boxes", "labels", "masks"), **shapes)
     if not isinstance(student.helper("train_mask_rcnn").get(), RemoteObject):
         fail("the grader could not reach its training recipe")
     parts = [student.__getattr__(name).get() for name in ("MaskHead", "maskrcnn_loss")]
-    result = student.call_helper("train_mask_rcnn", *parts, steps=steps, lr=lr, timeout=timeout).value
+    result = student.call_helper("train_mask_rcnn", *parts, train_images, counterfactual.with_masks_in_region(train_targets, region),
+                                 steps=steps, lr=lr, timeout=timeout).value
     if not isinstance(result, (tuple, list)) or len(result) != 4 or not isinstance(result[1], RemoteObject):
         fail(f"the training recipe got {describe(result)} from your model, not trained weights and a mask head")
     box_weights, head, trained, initial = result[0], result[1], state_ok(result[2], "MaskHead"), state_ok(result[3], "MaskHead")
@@ -216,5 +227,6 @@ def trained_mask_ap50(student, *, set_name: str, steps: int, lr: float, eval_see
     shown = [{**p, "boxes": d["boxes"]} for p, d in zip(pasted(detections[eval_images:], trained[scored:], size), detections[eval_images:])]
     figure = detection_picture(picture_images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in picture_targets], shown, None,
                                "Mask R-CNN with your trained mask head (boxes, classes and scores from its box part, trained with your head "
-                               "and run by the grader; masks from your head)", distinct_iou=0.7)
+                               "and run by the grader; masks from your head)", distinct_iou=0.7,
+                               note=f"The true masks are the part of each object in the {region} of its box, as in your head's training data.")
     return Trained((score, float(np.mean(controls)), initial), figure)

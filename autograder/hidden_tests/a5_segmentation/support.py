@@ -5,7 +5,8 @@ it on the evaluation images the trusted process sent, once per state dict the tr
 trained weights, and the controls: shuffled copies, the weights before training, in a secret order).
 ``train_mask_rcnn`` builds torchvision's Mask R-CNN (small backbone + FPN, torchvision's RPN and box head) whose
 mask branch is the student's: their ``MaskHead`` as the mask head and their ``maskrcnn_loss`` as its loss
-(torchvision's module-level function is swapped for the student's during the call and restored after); it
+(torchvision's module-level function is swapped for the student's during the call and restored after), trains it
+on the data the trusted process sent (its masks kept only inside a secret region of their boxes), and
 returns the trained weights of the box part and the mask head. The trusted process runs the box part itself on
 images the worker never sees and sends the mask head only the RoI features of its detections (``mask_logits``,
 again once per state dict), so masks cannot come from the images by any other route; it pastes the masks and
@@ -117,16 +118,16 @@ class _MaskFunctions:
         _tv_roi_heads.maskrcnn_loss, _tv_transform.paste_masks_in_image = self.saved
 
 
-def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, seed=0, n_images=1024, image_size=128,
-                    min_objects=1, max_objects=3):
+def train_mask_rcnn(mask_head_class, maskrcnn_loss, images, targets, steps, lr, batch_size=8, seed=0):
     """Mask R-CNN with the student's mask branch trained end to end by the recipe (AdamW with weight decay 1e-4,
-    one-cycle learning rate up to ``lr``); returns (the trained state dict of everything but the mask head, the
-    trained mask head, its trained state dict, its state dict before training)."""
-    from lecture_utils.data import CLASSES, ShapesDataset
+    one-cycle learning rate up to ``lr``) on the training data the trusted process sent (``images`` Tensor[N, 3, H, W]
+    uint8, ``targets`` [{boxes, labels, masks Bool[K, H, W]}]); returns (the trained state dict of everything but the
+    mask head, the trained mask head, its trained state dict, its state dict before training)."""
+    from lecture_utils.data import CLASSES
 
     torch.manual_seed(seed)
-    data = ShapesDataset(n_images, image_size, seed=seed + 300, min_objects=min_objects, max_objects=max_objects)
-    items = [data[i] for i in range(n_images)]
+    images = images.float() / 255
+    targets = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"].to(torch.uint8)} for t in targets]
     head = mask_head_class(FPN_CHANNELS, len(CLASSES), **MASK_HEAD_ARGS)
     initial = state_copy(head)
     model = build_mask_rcnn(head, len(CLASSES))
@@ -135,9 +136,8 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, steps, lr, batch_size=8, see
     with _MaskFunctions(maskrcnn_loss):
         model.train()
         for step in range(steps):
-            batch = items[(step * batch_size) % n_images:][:batch_size]
-            targets = [{k: t[k] for k in ("boxes", "labels", "masks")} for _, t in batch]
-            losses = model([im for im, _ in batch], targets)
+            start = (step * batch_size) % len(images)
+            losses = model(list(images[start:start + batch_size]), targets[start:start + batch_size])
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()

@@ -87,3 +87,41 @@ def moved_boxes(boxes: torch.Tensor, move: tuple[int, int, float], image_size: i
     cx, cy = (b[:, 0] + b[:, 2]) / 2 + sx * BOX_SHIFT * w, (b[:, 1] + b[:, 3]) / 2 + sy * BOX_SHIFT * h
     moved = torch.stack([cx - scale * w / 2, cy - scale * h / 2, cx + scale * w / 2, cy + scale * h / 2], dim=1)
     return moved.clamp(0, image_size).to(boxes.dtype)
+
+
+# Masks: only the part of each object inside a secret region of its box, one of its thirds (left, right, top, bottom)
+# or one of its corner quarters. A hand-written segmenter that finds the whole object reaches a mask IoU >= 0.5 (COCO
+# AP50's match) on at most 4% of the shapes (squares fill their box: 1/3 with a third), and a mask made for one region
+# matches another region's on at most 10%. A guess hedged over neighbouring regions (the left half of the object, say)
+# can pass for up to 3 of the 8: guessing succeeds for about 1 submission in 3.
+MASK_REGIONS = {  # name: ((x from, x to), (y from, y to)) as fractions of the box
+    "left third": ((0, 1 / 3), (0, 1)), "right third": ((2 / 3, 1), (0, 1)),
+    "top third": ((0, 1), (0, 1 / 3)), "bottom third": ((0, 1), (2 / 3, 1)),
+    "top-left quarter": ((0, 0.5), (0, 0.5)), "top-right quarter": ((0.5, 1), (0, 0.5)),
+    "bottom-left quarter": ((0, 0.5), (0.5, 1)), "bottom-right quarter": ((0.5, 1), (0.5, 1)),
+}
+
+
+def mask_region(set_name: str, submission: str) -> str:
+    """The secret region (a key of ``MASK_REGIONS``) of the training set ``set_name``'s masks for this submission."""
+    digest = hmac.new(course_secret(), f"mask-region:{set_name}:{submission}".encode(), hashlib.sha256).digest()
+    names = list(MASK_REGIONS)
+    return names[int.from_bytes(digest[:8], "big") % len(names)]
+
+
+def masks_in_region(masks: torch.Tensor, boxes: torch.Tensor, region: str) -> torch.Tensor:
+    """``masks`` Bool[N, H, W] kept only inside ``region`` of their ``boxes`` Tensor[N, 4] xyxy (a pixel counts when its
+    centre lies in the region)."""
+    (fx0, fx1), (fy0, fy1) = MASK_REGIONS[region]
+    b = boxes.double()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    x = torch.arange(masks.shape[-1], dtype=torch.float64) + 0.5
+    y = torch.arange(masks.shape[-2], dtype=torch.float64) + 0.5
+    in_x = (x >= (b[:, 0] + fx0 * w)[:, None]) & (x < (b[:, 0] + fx1 * w)[:, None])
+    in_y = (y >= (b[:, 1] + fy0 * h)[:, None]) & (y < (b[:, 1] + fy1 * h)[:, None])
+    return masks.bool() & in_y[:, :, None] & in_x[:, None, :]
+
+
+def with_masks_in_region(targets: list[dict], region: str) -> list[dict]:
+    """Copies of ``targets`` whose ``masks`` keep only ``region`` of their boxes (nothing else changes)."""
+    return [{**t, "masks": masks_in_region(t["masks"], t["boxes"], region)} for t in targets]
