@@ -1,0 +1,145 @@
+"""The reference solutions' tensor ops against the library functions they re-implement, in one run.
+
+``roi_align`` (a3) vs ``torchvision.ops.roi_align``, ``conv_transpose2d`` (a5) vs ``F.conv_transpose2d`` and
+``bilinear_upsample`` (a5) vs ``F.interpolate(mode="bilinear")``, float32 on the CPU, forward (under ``no_grad``) and
+forward + backward (a fixed output gradient), on 1 and 2 threads (env ``BENCH_THREADS``, default ``1,2``). The
+workloads are those of ``bench_two_stage.py`` (roi_align: features ``[4, 64, 50, 50]`` of 400x400 images at
+spatial_scale 1/8, RoIs with sides 8-128 px, output 7x7, aligned=True, sampling_ratio 2 and adaptive) and
+``bench_segmentation.py`` (the FCN's and a larger transposed convolution; three upsamplings). Before anything is
+timed, outputs and input gradients are checked equal to the library's (``allclose``). Each time is the median of
+``BENCH_REPEATS`` (default 9) repeats, the two implementations alternating within a repeat, with the interquartile
+range and min-max. The goal (issue #28): every ratio at most 2x.
+
+    .venv/bin/python benchmarks/bench_reference_ops.py
+    BENCH_REPEATS=3 BENCH_RESULTS=/tmp/bench .venv/bin/python benchmarks/bench_reference_ops.py   # a quick check
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+import torchvision.ops as tv
+
+from common import markdown, reference, save
+
+THREADS = [int(t) for t in os.environ.get("BENCH_THREADS", "1,2").split(",")]
+REPEATS = int(os.environ.get("BENCH_REPEATS", "9"))
+GOAL = 2.0
+
+
+def workloads(sol: SimpleNamespace) -> list[tuple[str, str, Callable, Callable, tuple[torch.Tensor, ...]]]:
+    """(op, workload, solution fn, library fn, inputs: gradients are taken for all of them) for every workload."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    features = torch.randn(4, 64, 50, 50, generator=g)
+    for n in (128, 512, 2048):
+        wh = 8 + torch.rand(n, 2, generator=g) * 120
+        xy = torch.rand(n, 2, generator=g) * (400 - wh)
+        rois = torch.cat([torch.randint(0, 4, (n, 1), generator=g).float(), xy, xy + wh], dim=1)
+        for ratio in (2, -1):
+            kw = dict(output_size=7, spatial_scale=1 / 8, sampling_ratio=ratio, aligned=True)
+            out.append(("roi_align", f"4x64x50x50, {n} RoIs, 7x7, sampling_ratio {ratio}",
+                        lambda x, rois=rois, kw=kw: sol.roi_align(x, rois, **kw), lambda x, rois=rois, kw=kw: tv.roi_align(x, rois, **kw),
+                        (features,)))
+    for n, c_in, hw, c_out, k, stride, padding, label in ((8, 64, 32, 64, 4, 2, 1, "8x64x32x32, weight 64x64x4x4, stride 2, padding 1"),
+                                                          (8, 32, 32, 16, 2, 2, 0, "8x32x32x32, weight 32x16x2x2, stride 2 (FCN up1)")):
+        x, w, b = torch.randn(n, c_in, hw, hw, generator=g), torch.randn(c_in, c_out, k, k, generator=g) * 0.05, torch.randn(c_out, generator=g)
+        kw = dict(stride=stride, padding=padding)
+        out.append(("conv_transpose2d", label, lambda x, w, b, kw=kw: sol.conv_transpose2d(x, w, b, **kw),
+                    lambda x, w, b, kw=kw: F.conv_transpose2d(x, w, b, **kw), (x, w, b)))
+    for shape, kw, label in (((8, 3, 128, 128), dict(scale_factor=2), "8x3x128x128, scale_factor 2"),
+                             ((8, 3, 128, 128), dict(size=(300, 400)), "8x3x128x128 -> 300x400"),
+                             ((8, 4, 64, 64), dict(size=(128, 128)), "8x4x64x64 -> 128x128 (FCN logits)")):
+        out.append(("bilinear_upsample", label, lambda x, kw=kw: sol.bilinear_upsample(x, **kw, align_corners=False),
+                    lambda x, kw=kw: F.interpolate(x, **kw, mode="bilinear", align_corners=False), (torch.randn(*shape, generator=g),)))
+    return out
+
+
+def check_equal(op: str, workload: str, ours: Callable, theirs: Callable, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Assert equal outputs and input gradients (float32 tolerances relative to the largest magnitude); the output gradient used."""
+    leaves_a = [t.clone().requires_grad_() for t in inputs]
+    leaves_b = [t.clone().requires_grad_() for t in inputs]
+    out_a, out_b = ours(*leaves_a), theirs(*leaves_b)
+    assert out_a.shape == out_b.shape and out_a.dtype == out_b.dtype, (op, workload, out_a.shape, out_b.shape)
+    grad_out = torch.randn(out_b.shape, generator=torch.Generator().manual_seed(1))
+    out_a.backward(grad_out), out_b.backward(grad_out)
+    for what, a, b in [("output", out_a.detach(), out_b.detach())] + [("gradient", a.grad, b.grad) for a, b in zip(leaves_a, leaves_b)]:
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), f"{op} ({workload}): {what}s differ by {float((a - b).abs().max()):.2e}"
+    return grad_out
+
+
+def time_pair(a: Callable, b: Callable, repeat: int) -> tuple[list[float], list[float]]:
+    """Times of ``a()`` and ``b()`` in seconds, alternating, after one warm-up call each."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, times in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return ta, tb
+
+
+def summary(times: list[float]) -> str:
+    """'median ms [IQR q1-q3; min-max]'."""
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return f"{statistics.median(times) * 1e3:.2f} [{q1 * 1e3:.2f}-{q3 * 1e3:.2f}; {min(times) * 1e3:.2f}-{max(times) * 1e3:.2f}]"
+
+
+def run(sol: SimpleNamespace, ops: set[str] | None = None) -> tuple[list[dict], list[list]]:
+    """Time every workload (of ``ops``, default all) on every thread count: (json rows, table rows)."""
+    rows, table = [], []
+    for op, workload, ours, theirs, inputs in workloads(sol):
+        if ops and op not in ops:
+            continue
+        grad_out = check_equal(op, workload, ours, theirs, inputs)
+
+        def forward(fn):
+            def go():
+                with torch.no_grad():
+                    fn(*inputs)
+            return go
+
+        def forward_backward(fn):
+            def go():
+                leaves = [t.detach().requires_grad_() for t in inputs]
+                fn(*leaves).backward(grad_out)
+            return go
+
+        for mode, make in (("forward", forward), ("forward + backward", forward_backward)):
+            for threads in THREADS:
+                torch.set_num_threads(threads)
+                ta, tb = time_pair(make(ours), make(theirs), REPEATS)
+                ratio = statistics.median(ta) / statistics.median(tb)
+                rows.append({"op": op, "workload": workload, "mode": mode, "threads": threads, "repeats": REPEATS,
+                             "solution_s": ta, "library_s": tb, "ratio_of_medians": ratio})
+                table.append([op, workload, mode, threads, summary(ta), summary(tb), f"{ratio:.2f}x" + ("" if ratio <= GOAL else " (> 2x)")])
+                print(" | ".join(str(c) for c in table[-1]), flush=True)
+    return rows, table
+
+
+def main() -> None:
+    a3, a5 = reference("a3_two_stage"), reference("a5_segmentation")
+    sol = SimpleNamespace(roi_align=a3.roi_align, conv_transpose2d=a5.conv_transpose2d, bilinear_upsample=a5.bilinear_upsample)
+    start = time.perf_counter()
+    rows, table = run(sol)
+    wall = time.perf_counter() - start
+    rows.append({"part": "run", "wall_s": wall, "torch": torch.__version__, "threads": THREADS, "repeats": REPEATS})
+    text = ("### Reference ops vs the library (CPU, float32, same run)\n\n"
+            "Solution `roi_align` (a3) vs `torchvision.ops.roi_align` (aligned=True, spatial_scale 1/8, RoIs with sides 8-128 px on "
+            "400x400 images), `conv_transpose2d` (a5) vs `F.conv_transpose2d` (with bias), `bilinear_upsample` (a5) vs "
+            "`F.interpolate(mode=\"bilinear\", align_corners=False)`; outputs and input gradients checked allclose (rtol 1e-4, atol 1e-5 x "
+            f"the largest magnitude) before timing. ms as median [interquartile range; min-max] of {REPEATS} repeats, the two "
+            f"alternating; forward under `no_grad`, forward + backward with a fixed output gradient. Goal: ratio <= {GOAL:g}x.\n\n"
+            + markdown(["op", "workload", "mode", "threads", "solution ms", "library ms", "solution / library (medians)"], table)
+            + f"\n\nWhole run: {wall:.0f} s of wall time, torch {torch.__version__}.")
+    save("reference_ops", rows, text)
+
+
+if __name__ == "__main__":
+    main()
