@@ -12,6 +12,8 @@ A4 = "a4_one_stage"
 # focal loss from log-sigmoids, with 1 - p_t taken as the sigmoid of the other sign (no 1 - p)
 FOCAL_FROM_LOGSIGMOID = '''    if reduction not in ("none", "mean", "sum"):
         raise ValueError(reduction)
+    if alpha != -1 and not 0 <= alpha <= 1:
+        raise ValueError(alpha)
     ce = -(targets * F.logsigmoid(inputs) + (1 - targets) * F.logsigmoid(-inputs))
     miss = targets * torch.sigmoid(-inputs) + (1 - targets) * torch.sigmoid(inputs)
     loss = ce * miss.pow(gamma)
@@ -183,6 +185,30 @@ MUTANTS = {
                       ("        cls_logits, box_deltas, centerness = [], [], []\n",
                        "        out = self.tv(features)\n        return out[\"cls_logits\"], out[\"bbox_regression\"], out[\"bbox_ctrness\"][..., 0]\n")]},
         {"test_fcos_head_shapes": "torchvision"}),
+    # no validation of alpha (torchvision raises for a value outside [0, 1] other than -1); towers without their ReLU
+    "focal-alpha-not-validated+head-towers-without-relu": (
+        {"focal_loss": ('    if not (0 <= alpha <= 1 or alpha == -1):\n        raise ValueError(f"alpha must be in [0, 1], or -1 to switch the weighting off, not {alpha}")\n', ""),
+         "fcos_head": (", nn.ReLU()]", "]")},
+        {"test_focal_loss_alpha_off_and_gamma_zero": "alpha=-0.5", "test_fcos_head_architecture_and_initialization": "ReLU(GroupNorm"}),
+    # the head's architecture as the notebook writes it: the norm, the number of blocks, two towers, where centerness goes,
+    # 3x3 outputs, N(0, 0.01^2) output weights, the prior from prior_probability, exp that cannot overflow
+    "head-without-norm": ({"fcos_head": ("nn.GroupNorm(16, in_channels), ", "")}, {"test_fcos_head_architecture_and_initialization": "GroupNorm"}),
+    "head-instance-norm": ({"fcos_head": ("nn.GroupNorm(16, in_channels)", "nn.GroupNorm(in_channels, in_channels)")},
+                           {"test_fcos_head_architecture_and_initialization": "GroupNorm(16"}),
+    "head-two-blocks-whatever-num_convs": ({"fcos_head": ("for _ in range(num_convs):", "for _ in range(2):")},
+                                           {"test_fcos_head_architecture_and_initialization": "num_convs=1"}),
+    "head-one-tower-for-both": ({"fcos_head": ("self.cls_tower, self.reg_tower = tower(), tower()", "self.cls_tower = self.reg_tower = tower()")},
+                                {"test_fcos_head_architecture_and_initialization": ""}),
+    "head-centerness-on-the-classification-tower": ({"fcos_head": ("rows(self.centerness(reg_feature))", "rows(self.centerness(cls_feature))")},
+                                                    {"test_fcos_head_architecture_and_initialization": "same regression tower"}),
+    "head-1x1-output-convolutions": ({"fcos_head": [(f"nn.Conv2d(in_channels, {n}, 3, padding=1)", f"nn.Conv2d(in_channels, {n}, 1)") for n in ("num_classes", "4", "1")]},
+                                     {"test_fcos_head_architecture_and_initialization": "3x3"}),
+    "head-output-weights-default-init": ({"fcos_head": ("            nn.init.normal_(layer.weight, std=0.01)\n", "")},
+                                         {"test_fcos_head_architecture_and_initialization": "N(0, 0.01^2)"}),
+    "head-prior-ignores-prior_probability": ({"fcos_head": ("-math.log((1 - prior_probability) / prior_probability)", "-math.log(99)")},
+                                             {"test_fcos_head_architecture_and_initialization": "prior_probability=0.05"}),
+    "head-exp-without-clamp": ({"fcos_head": ("torch.exp(self.bbox_reg(reg_feature).clamp(max=10.0))", "torch.exp(self.bbox_reg(reg_feature))")},
+                               {"test_fcos_head_architecture_and_initialization": "not finite"}),
 }
 
 

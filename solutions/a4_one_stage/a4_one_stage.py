@@ -95,8 +95,9 @@ print("running on", device)
 #
 # - $\gamma$ (`gamma`) focuses: a prediction with $p_t = 0.9$ keeps $(0.1)^2 = 1\%$ of its loss for
 #   $\gamma = 2$, a hard one ($p_t = 0.1$) keeps $81\%$. $\gamma = 0$ is the plain cross-entropy.
-# - $\alpha$ (`alpha`) weighs positives ($y = 1$) by $\alpha$ and negatives by $1 - \alpha$. A **negative**
-#   `alpha` (torchvision uses $-1$) switches this weighting off ($\alpha_t = 1$).
+# - $\alpha$ (`alpha`, in $[0, 1]$) weighs positives ($y = 1$) by $\alpha$ and negatives by $1 - \alpha$.
+#   `alpha=-1` switches this weighting off ($\alpha_t = 1$); any other value outside $[0, 1]$ raises a
+#   `ValueError`, as in torchvision.
 #
 # `sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none")` has the signature of
 # `torchvision.ops.sigmoid_focal_loss` and must equal it, in values and in gradients (by autograd):
@@ -115,6 +116,8 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
     ### BEGIN SOLUTION
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
+    if not (0 <= alpha <= 1 or alpha == -1):
+        raise ValueError(f"alpha must be in [0, 1], or -1 to switch the weighting off, not {alpha}")
     prob = torch.sigmoid(inputs)
     bce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     prob_of_truth = prob * targets + (1 - prob) * (1 - targets)
@@ -374,7 +377,7 @@ plt.show()
 #   output is negative, no gradient reaches the box branch again and the box loss stays at 1.
 #
 # **Initialization** (RetinaNet's *prior*): the class logits' bias is $b = -\log\frac{1 - \pi}{\pi}$ with
-# $\pi = 0.01$, so every location starts by predicting "background" with probability 0.99. Without it,
+# $\pi$ = `prior_probability` (0.01 by default), so every location starts by predicting "background" with probability 0.99. Without it,
 # the first steps' loss is dominated by tens of thousands of negatives at $p = 0.5$. The weights of the output
 # convolutions are drawn from $\mathcal N(0, 0.01^2)$, their other biases are 0.
 #

@@ -58,3 +58,36 @@ def losses_and_grads(fn, args, kwargs, weights):
     total = sum(weights[k] * v for k, v in losses.items() if k in weights)
     grads = torch.autograd.grad(total, args[:3], allow_unused=True) if isinstance(total, torch.Tensor) and total.requires_grad else (None,) * 3
     return {k: v.detach() for k, v in losses.items()}, [None if g is None else g.detach() for g in grads]
+
+
+def head_dataflow(head, features, box_bias=None):
+    """The layers of an FCOS head and what went through them on ``features`` (one level, so each layer runs once).
+
+    Returns (layers, calls, outputs): layers {name: description} of its Conv2d, GroupNorm and other normalization
+    modules; calls {name: (input, output)} recorded by forward hooks; the head's outputs. ``box_bias``: the bias of
+    the 4-channel output convolution is set to this value first (to check that the deltas cannot overflow)."""
+    layers, calls, handles = {}, {}, []
+    for name, m in head.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            layers[name] = ("Conv2d", m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.padding), tuple(m.stride),
+                            float(m.weight.detach().double().std()), None if m.bias is None else m.bias.detach().clone())
+            if box_bias is not None and m.out_channels == 4 and m.bias is not None:
+                with torch.no_grad():
+                    m.bias.fill_(box_bias)
+        elif isinstance(m, torch.nn.GroupNorm):
+            layers[name] = ("GroupNorm", m.num_groups, m.num_channels, bool(m.affine))
+        elif "norm" in type(m).__name__.lower():
+            layers[name] = (type(m).__name__,)
+        else:
+            continue
+
+        def record(module, inputs, output, name=name):
+            calls[name] = (inputs[0].detach().clone(), output.detach().clone())
+        handles.append(m.register_forward_hook(record))
+    try:
+        outputs = head(features)
+    finally:
+        for h in handles:
+            h.remove()
+    outputs = tuple(o.detach() for o in outputs) if isinstance(outputs, (tuple, list)) else outputs
+    return layers, calls, outputs

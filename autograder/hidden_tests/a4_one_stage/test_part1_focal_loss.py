@@ -45,7 +45,7 @@ def test_focal_loss_matches_torchvision(student):
 @pytest.mark.part("focal_loss")
 @pytest.mark.points(2)
 def test_focal_loss_alpha_off_and_gamma_zero(student):
-    """alpha=-1 switches the class weighting off; gamma=0 is the binary cross-entropy (times alpha_t); another reduction raises ValueError"""
+    """alpha=-1 switches the class weighting off; gamma=0 is the binary cross-entropy (times alpha_t); another reduction, or an alpha outside [0, 1] other than -1, raises ValueError"""
     g = torch.Generator().manual_seed(1)
     x, y = logits_and_targets((25, 6), g, torch.float64)
     for gamma in (2, 1.5, 0):
@@ -57,14 +57,17 @@ def test_focal_loss_alpha_off_and_gamma_zero(student):
     weight = 0.3 * y + 0.7 * (1 - y)
     check_output(call(student, "sigmoid_focal_loss", x, y, 0.3, 0, "sum"), (weight * bce).sum(),
                  "sigmoid_focal_loss(alpha=0.3, gamma=0, 'sum') must be the sum of alpha_t * binary cross-entropy")
-    for wrong in ("meen", "Sum", "batchmean"):  # torchvision raises ValueError; silently reducing otherwise hides a typo
+    # torchvision raises ValueError for another reduction (silently reducing otherwise hides a typo) and for an alpha
+    # outside [0, 1] other than -1
+    for alpha, wrong in ((0.25, "meen"), (0.25, "Sum"), (0.25, "batchmean"), (-0.5, "sum"), (1.5, "none"), (-2, "mean")):
+        setting = f"reduction={wrong!r}" if alpha == 0.25 else f"alpha={alpha}"
         try:
-            got = call(student, "sigmoid_focal_loss", x, y, 0.25, 2, wrong)
+            got = call(student, "sigmoid_focal_loss", x, y, alpha, 2, wrong)
         except StudentError as exc:
             if not str(exc).startswith("ValueError"):
-                fail(f"sigmoid_focal_loss(..., reduction={wrong!r}) must raise ValueError like torchvision, it raised {str(exc).splitlines()[0][:120]}")
+                fail(f"sigmoid_focal_loss(..., {setting}) must raise ValueError like torchvision, it raised {str(exc).splitlines()[0][:120]}")
         else:
-            fail(f"sigmoid_focal_loss(..., reduction={wrong!r}) must raise ValueError like torchvision, it returned {describe(got)}")
+            fail(f"sigmoid_focal_loss(..., {setting}) must raise ValueError like torchvision, it returned {describe(got)}")
 
 
 @pytest.mark.part("focal_loss")
