@@ -64,7 +64,9 @@ ROI_ALIGN_BODY_START = '''    rois = _as_rois(boxes, input)
 
 
 # match_anchors the way torchvision's Matcher is written (the matrix gt x anchors, nonzero pairs)
-MATCH_LIKE_TORCHVISION = '''    if len(gt_boxes) == 0:
+MATCH_LIKE_TORCHVISION = '''    if low_threshold > high_threshold:
+        raise ValueError((low_threshold, high_threshold))
+    if len(gt_boxes) == 0:
         return torch.full((len(anchors),), -1, dtype=torch.int64, device=anchors.device)
     m = box_iou(gt_boxes, anchors)
     if m.numel() == 0:
@@ -222,6 +224,46 @@ MUTANTS = {
         {"roi_heads": [("coder.decode_single(box_regression.reshape(-1, 4),", "coder.decode_single(box_regression[:, 4:8].repeat(1, num_classes).reshape(-1, 4),"),
                        ("        boxes = torch.cat([boxes, gt_boxes])\n", "")]},
         {"test_postprocess_detections_equal_torchvision": "postprocess_detections case", "test_select_training_samples": "samples"}),
+    # the sampler: generator=None with a fixed seed of its own; an int seed that reseeds torch's global generator; a
+    # torch.Generator ignored; the caller's labels changed in place. The matcher without the threshold check.
+    "sampler-none-is-a-fixed-seed+matcher-accepts-low-above-high": (
+        {"anchors": [("    if isinstance(generator, int):\n        generator = torch.Generator().manual_seed(generator)\n",
+                      "    if generator is None:\n        generator = torch.Generator().manual_seed(0)\n"
+                      "    if isinstance(generator, int):\n        generator = torch.Generator().manual_seed(generator)\n"),
+                     ('    if low_threshold > high_threshold:\n        raise ValueError("low_threshold must not exceed high_threshold")\n', "")]},
+        {"test_sample_labels_generator_and_inputs": "generator=None", "test_match_anchors_without_objects": "ValueError"}),
+    "sampler-int-seed-reseeds-the-global-generator": (
+        {"anchors": ("    if isinstance(generator, int):\n        generator = torch.Generator().manual_seed(generator)\n",
+                     "    if isinstance(generator, int):\n        torch.manual_seed(generator)\n        generator = None\n")},
+        {"test_sample_labels_generator_and_inputs": "global generator"}),
+    "sampler-ignores-a-generator-object": (
+        {"anchors": ("    if isinstance(generator, int):\n        generator = torch.Generator().manual_seed(generator)\n",
+                     "    if isinstance(generator, int):\n        generator = torch.Generator().manual_seed(generator)\n    else:\n        generator = None\n")},
+        {"test_sample_labels_generator_and_inputs": "draw from that generator"}),
+    "sampler-changes-the-labels": (
+        {"anchors": ("    for per_image in labels:\n", "    for per_image in labels:\n        per_image.clamp_(max=1)\n")},
+        {"test_sample_labels_generator_and_inputs": "in place"}),
+    # proposals: a score equal to score_thresh dropped; a box exactly min_size wide dropped; zero losses cut from the graph
+    "rpn-score-equal-to-thresh-dropped+zero-losses-not-connected": (
+        {"rpn": [("keep = torch.where(s >= score_thresh)[0]", "keep = torch.where(s > score_thresh)[0]"),
+                 ("zero = objectness.sum() * 0.0 + deltas.sum() * 0.0", "zero = objectness.new_zeros(())")]},
+        {"test_filter_proposals_ties_equal_torchvision": "score_thresh", "test_rpn_losses_formulas": "backward()"}),
+    "rpn-box-exactly-min-size-dropped": (
+        {"rpn": ("keep = remove_small_boxes(b, min_size)", "keep = torch.where(((b[:, 2] - b[:, 0]) > min_size) & ((b[:, 3] - b[:, 1]) > min_size))[0]")},
+        {"test_filter_proposals_ties_equal_torchvision": "min_size"}),
+    # detections: a score equal to score_thresh kept; samples: the proposals list extended in place, the generator
+    # not passed on; the box head initialized N(0, 0.01^2) instead of PyTorch's default
+    "postprocess-score-equal-to-thresh-kept+select-extends-the-callers-proposals": (
+        {"roi_heads": [("keep = torch.where(scores > score_thresh)[0]", "keep = torch.where(scores >= score_thresh)[0]"),
+                       ("    for boxes, target in zip(proposals, targets):\n", "    for i, (boxes, target) in enumerate(zip(proposals, targets)):\n"),
+                       ("        boxes = torch.cat([boxes, gt_boxes])\n", "        boxes = proposals[i] = torch.cat([boxes, gt_boxes])\n")]},
+        {"test_postprocess_detections_equal_torchvision": "case 5", "test_select_training_samples": "changed its arguments"}),
+    "select-drops-the-generator+box-head-small-normal-init": (
+        {"roi_heads": [("sample_labels(all_labels, batch_size_per_image, positive_fraction, generator)", "sample_labels(all_labels, batch_size_per_image, positive_fraction)"),
+                       ("        self.bbox_pred = nn.Linear(representation_size, 4 * num_classes)\n",
+                        "        self.bbox_pred = nn.Linear(representation_size, 4 * num_classes)\n"
+                        "        for m in (self.fc6, self.fc7, self.cls_score, self.bbox_pred):\n            nn.init.normal_(m.weight, std=0.01)\n")]},
+        {"test_select_training_samples": "generator", "test_box_head_equals_torchvision": "default initialization"}),
 }
 
 

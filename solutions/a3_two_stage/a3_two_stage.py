@@ -309,13 +309,17 @@ plt.show()
 # `Matcher`. With `allow_low_quality_matches`, each ground-truth box also keeps the anchors with which it
 # has its highest IoU (all of them when tied): such an anchor gets back its own best match (which may be
 # another box, as in torchvision). No ground-truth box: every anchor is −1. Returns `Tensor[A]` int64.
+# `low_threshold > high_threshold` raises a `ValueError` (torchvision's `Matcher` refuses it too).
 #
 # `sample_labels(labels, batch_size_per_image, positive_fraction, generator=None)` takes a list of label
 # tensors (≥ 1 positive, 0 negative, −1 ignored) and picks per image at random at most
 # `int(batch_size_per_image * positive_fraction)` positives and then negatives to fill the batch
 # (fewer when there are not enough), like torchvision's `BalancedPositiveNegativeSampler`. It returns two
 # lists of bool masks (positives, negatives) shaped like the labels. `generator` is a `torch.Generator`,
-# an int seed or None (torch's global generator); the same seed gives the same choice.
+# an int seed or None (torch's global generator); the same seed gives the same choice. An int seed makes a
+# generator of its own (`torch.Generator().manual_seed(seed)`: the global generator is left alone); a
+# `torch.Generator` is drawn from, so two calls with the same generator object pick differently. None of these
+# functions modifies its arguments (the label tensors included).
 
 # %% nbgrader={"grade": false, "grade_id": "anchors", "locked": false, "schema_version": 3, "solution": true}
 BELOW_LOW_THRESHOLD = -1
@@ -528,9 +532,12 @@ print("FPN ✓")
 # 2. decodes every anchor's deltas into a box (`BoxCoder.decode`, from *detached* deltas);
 # 3. per image: on each level keeps the `pre_nms_top_n` highest objectness logits, takes
 #    `sigmoid`, clips the boxes to the image (`image_sizes[i] = (h, w)`), drops boxes narrower or lower
-#    than `min_size` and scores below `score_thresh`, runs NMS (`nms_thresh`) **separately per level**
+#    than `min_size` and scores below `score_thresh` (a box exactly `min_size` wide or a score equal to
+#    `score_thresh` is kept, torchvision's `>=`), runs NMS (`nms_thresh`) **separately per level**
 #    (`batched_nms` with the level as index) and keeps the best `post_nms_top_n`, sorted by decreasing score;
 # 4. in training (`self.training`), also computes the two losses with the matching and sampling above.
+#
+# Step 3 is the helper `filter_proposals` (its arguments are in its docstring), which the grader also tests on its own.
 #
 # It returns `(proposals, losses)`: a list of `Tensor[P_i, 4]` (detached) and a dict
 # `{"loss_objectness", "loss_rpn_box_reg"}` in training, `{}` in eval. This is torchvision's
@@ -729,12 +736,13 @@ print("RPN ✓")
 # 2. matches them with `match_anchors(..., fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)`;
 #    the label of a proposal is its box's class (`targets[i]["labels"]`, int64 ≥ 1) when matched, 0 when
 #    below `bg_iou_thresh`, −1 in between (never sampled); an image without objects has only 0s;
-# 3. samples with `sample_labels(labels, batch_size_per_image, positive_fraction, generator)`;
+# 3. samples with `sample_labels(labels, batch_size_per_image, positive_fraction, generator)` (passing `generator` on);
 # 4. encodes each sampled proposal's matched box with `BoxCoder(weights=(10, 10, 5, 5))` (any value for
 #    the negatives: the loss ignores them).
 #
 # It returns three lists (one entry per image, the sampled proposals only, in any order, the same order in
-# all three): boxes `Tensor[S_i, 4]`, labels `Tensor[S_i]` int64, regression targets `Tensor[S_i, 4]`.
+# all three): boxes `Tensor[S_i, 4]`, labels `Tensor[S_i]` int64, regression targets `Tensor[S_i, 4]`. It builds new
+# lists: the caller's `proposals` list, its tensors and the targets stay as they were.
 #
 # **Loss.** `fastrcnn_loss(class_logits, box_regression, labels, regression_targets)` (all concatenated over
 # the batch, $K \ge 1$ rows) returns `(loss_classifier, loss_box_reg)`: cross-entropy over all rows, and the

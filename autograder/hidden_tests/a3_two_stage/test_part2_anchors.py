@@ -13,7 +13,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
 from .helpers import call, expected_anchors
-from autograder.testing import assert_tensor, describe, fail
+from autograder.client import StudentError
+from autograder.testing import assert_inputs_unchanged, assert_tensor, describe, fail
 
 
 @pytest.mark.part("anchors")
@@ -98,13 +99,22 @@ def test_match_anchors_thresholds_and_ties(student):
 @pytest.mark.part("anchors")
 @pytest.mark.points(1)
 def test_match_anchors_without_objects(student):
-    """no ground truth: every anchor is -1 (int64); no anchors: an empty int64 tensor"""
+    """no ground truth: every anchor is -1 (int64); no anchors: an empty int64 tensor; the boxes are not modified; low_threshold > high_threshold raises ValueError"""
     g = torch.Generator().manual_seed(1)
     anchors = integer_boxes(9, g)
     for allow in (False, True):
         got = call(student, "match_anchors", anchors, torch.zeros(0, 4), 0.7, 0.3, allow)
         assert_tensor(got, torch.full((9,), -1, dtype=torch.int64), f"match_anchors without ground truth (allow_low_quality_matches={allow})")
     assert_tensor(call(student, "match_anchors", torch.zeros(0, 4), integer_boxes(2, g), 0.7, 0.3, True), torch.zeros(0, dtype=torch.int64), "match_anchors without anchors")
+    gt = integer_boxes(3, g)
+    assert_inputs_unchanged(student, "match_anchors", [anchors, gt, 0.7, 0.3, True], "match_anchors")
+    try:  # torchvision's Matcher refuses low_threshold > high_threshold
+        got = call(student, "match_anchors", anchors, gt, 0.3, 0.7, True)
+    except StudentError as exc:
+        if not str(exc).startswith("ValueError"):
+            fail(f"match_anchors(..., high_threshold=0.3, low_threshold=0.7) must raise ValueError, it raised {str(exc).splitlines()[0][:120]}")
+    else:
+        fail(f"match_anchors(..., high_threshold=0.3, low_threshold=0.7) must raise ValueError (low_threshold > high_threshold), it returned {describe(got)}")
 
 
 def check_sample(student, labels, batch, fraction, seed, what):
@@ -127,7 +137,7 @@ def check_sample(student, labels, batch, fraction, seed, what):
 
 
 @pytest.mark.part("anchors")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_sample_labels_counts(student):
     """per image at most int(batch * fraction) positives, negatives fill the batch, fewer when lacking; -1 ignored; class labels > 1 and float labels count as positive"""
     g = torch.Generator().manual_seed(2)
@@ -161,3 +171,25 @@ def test_sample_labels_random_and_deterministic(student):
     if len(distinct) < 30 or int(picked_pos.sum()) < 40 or int(picked_neg.sum()) < 350:
         fail(f"sample_labels must pick at random: over 40 seeds it chose {len(distinct)} different sets of positives, "
              f"{int(picked_pos.sum())} of the 40 positives and {int(picked_neg.sum())} of the 400 negatives at least once")
+
+
+@pytest.mark.part("anchors")
+@pytest.mark.points(1)
+def test_sample_labels_generator_and_inputs(student):
+    """generator=None draws from torch's global generator, an int seed leaves it alone, a torch.Generator is drawn from (and advanced); the labels are not modified"""
+    g = torch.Generator().manual_seed(4)
+    lab = torch.cat([torch.randint(1, 4, (40,), generator=g), torch.zeros(400, dtype=torch.int64), torch.full((20,), -1)])
+    labels = [lab[torch.randperm(len(lab), generator=g)], lab[:100].clone()]
+    assert_inputs_unchanged(student, "sample_labels", [labels, 64, 0.25, 1], "sample_labels", allow_alias=True)
+    use = student.helper("sampler_generator_use")(student.sample_labels.get(), labels, 64, 0.25)
+    if not isinstance(use, dict):
+        fail(f"sample_labels: the grader could not call it with the three kinds of generator, got {describe(use)}")
+    if not use.get("none_follows_global"):
+        fail("sample_labels(..., generator=None) must draw from torch's global generator: after torch.manual_seed(5) it must give the same "
+             "sample each time, after torch.manual_seed(6) another one (it gave the same sample whatever the global seed, or different ones for the same)")
+    if not use.get("int_leaves_global"):
+        fail("sample_labels(..., generator=3) changed torch's global generator: an int seed makes a torch.Generator of its own "
+             "(torch.Generator().manual_seed(seed)); never reseed the global one")
+    if not use.get("generator_used"):
+        fail("sample_labels(..., generator=torch.Generator().manual_seed(3)) must draw from that generator: a fresh generator with the "
+             "same seed gives the same sample, and the next call with the same (advanced) generator another one")

@@ -83,7 +83,7 @@ def expected_rpn_losses(objectness, deltas, labels, targets, positive, negative)
 @pytest.mark.part("rpn")
 @pytest.mark.points(3)
 def test_rpn_losses_formulas(student):
-    """BCE over the sampled anchors (mean) and smooth-L1 (beta 1/9, summed over the positives) / number sampled; 0 when nothing is sampled"""
+    """BCE over the sampled anchors (mean) and smooth-L1 (beta 1/9, summed over the positives) / number sampled; 0 when nothing is sampled, still differentiable"""
     g = torch.Generator().manual_seed(11)
     for n, p_pos, p_neg in [(200, 0.1, 0.4), (50, 0.0, 0.5), (80, 0.3, 0.0), (30, 0.5, 0.5), (10, 0.0, 0.0)]:
         objectness = torch.randn(n, generator=g, dtype=torch.float64) * 3
@@ -94,6 +94,12 @@ def test_rpn_losses_formulas(student):
         want = expected_rpn_losses(objectness, deltas, labels, targets, positive, negative)
         got = check_forbidden(student, "rpn_losses", objectness, deltas, labels, targets, positive, negative, what="rpn_losses")
         check_scalar_losses(got, want, ("loss_objectness", "loss_box"), "rpn_losses", f"{int(positive.sum())} positives, {int(negative.sum())} negatives of {n}")
+    nothing = torch.zeros(12, dtype=torch.bool)
+    error = student.helper("losses_still_connected")(student.rpn_losses.get(), [torch.randn(12, dtype=torch.float64), torch.randn(12, 4, dtype=torch.float64),
+                                                                           torch.full((12,), -1.0, dtype=torch.float64), torch.zeros(12, 4, dtype=torch.float64), nothing, nothing])
+    if error is not None:
+        fail(f"rpn_losses with nothing sampled: backward() of the two zero losses fails ({error}); return zeros connected to the "
+             "inputs' graph (objectness.sum() * 0), not new constant tensors")
 
 
 # One RPN configuration per case: levels (feature sizes), strides, sizes, ratios, image sizes, options.
@@ -158,7 +164,7 @@ def check_proposals(got, want, what):
 
 
 @pytest.mark.part("rpn")
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 def test_rpn_proposals_equal_torchvision(student):
     """eval mode: top-k per level, clipping to each image, min_size, score_thresh, NMS per level, post-NMS top-k == torchvision's RPN; losses {}"""
     for k, case in enumerate(CASES):
@@ -185,7 +191,7 @@ TRAIN_TARGETS = [
 
 
 @pytest.mark.part("rpn")
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_rpn_training_losses_equal_torchvision(student):
     """training mode: anchor labels from the matcher (0.7 / 0.3, low-quality matches), targets with weights (1, 1, 1, 1), the two losses == torchvision's RPN (every labelled anchor sampled); an image without objects; proposals detached"""
     for k, case in enumerate(CASES):
@@ -212,3 +218,33 @@ def test_rpn_training_losses_equal_torchvision(student):
                 fail("RegionProposalNetwork in training mode: the proposals it returns carry gradients back into the RPN; "
                      "decode them from detached deltas (deltas.detach()), as torchvision does: the second stage must not "
                      "train the RPN through its proposals")
+
+
+def filter_case(seed):
+    """Boxes [2, 18, 4] (levels of 12 and 6 anchors) with integer coordinates, some partly outside the image, some exactly
+    2 pixels wide or high after clipping (min_size 2), and distinct objectness logits, multiples of 1/4, one of them
+    exactly 0 on each level (sigmoid 0.5, the score_thresh): the ties the notebook decides."""
+    g = torch.Generator().manual_seed(seed)
+    per_level, n = [12, 6], 18
+    xy = torch.randint(-6, 40, (2, n, 2), generator=g).double()
+    wh = torch.tensor([1.0, 2.0, 2.0, 3.0, 5.0, 9.0, 14.0, 20.0], dtype=torch.float64)[torch.randint(0, 8, (2, n, 2), generator=g)]
+    boxes = torch.cat([xy, xy + wh], dim=2)
+    boxes[:, 0] = torch.tensor([-5.0, 4.0, 2.0, 30.0], dtype=torch.float64)  # clipped to 0..2: exactly min_size wide
+    logits = torch.stack([torch.cat([torch.randperm(12, generator=g).double() - 5, torch.randperm(6, generator=g).double() - 2]) / 4 for _ in range(2)])
+    return boxes, logits, per_level
+
+
+@pytest.mark.part("rpn")
+@pytest.mark.points(2)
+def test_filter_proposals_ties_equal_torchvision(student):
+    """filter_proposals == torchvision RegionProposalNetwork.filter_proposals where it matters: a score equal to score_thresh is kept, a box exactly min_size wide or high is kept, top-k per level"""
+    for seed, (pre, post, nms_thresh) in enumerate([(8, 10, 0.7), (20, 4, 0.5)]):
+        boxes, logits, per_level = filter_case(seed)
+        image_sizes = [(30, 40), (44, 36)]
+        ref = TvRPN(None, None, 0.7, 0.3, 256, 0.5, dict(training=pre, testing=pre), dict(training=post, testing=post), nms_thresh, score_thresh=0.5)
+        ref.min_size = 2.0
+        ref.eval()
+        want, _ = ref.filter_proposals(boxes.clone(), logits.clone(), image_sizes, per_level)
+        got = check_forbidden(student, "filter_proposals", boxes, logits, image_sizes, per_level, pre, post, nms_thresh, 2.0, 0.5, what="filter_proposals")
+        check_proposals(got, want, f"filter_proposals(pre_nms_top_n={pre}, post_nms_top_n={post}, nms_thresh={nms_thresh}, min_size=2.0, score_thresh=0.5) "
+                                   "with scores equal to score_thresh and boxes exactly min_size wide (both kept)")

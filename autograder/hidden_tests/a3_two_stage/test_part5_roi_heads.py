@@ -1,12 +1,14 @@
 """Part 5: BoxHead, select_training_samples, fastrcnn_loss, postprocess_detections == torchvision's
 TwoMLPHead + FastRCNNPredictor and RoIHeads on the same inputs. select_training_samples runs with
 the earlier parts' match_anchors / sample_labels bound to references (helpers.with_references)."""
+import math
+
 import pytest
 import torch
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss as tv_fastrcnn_loss
 
-from .helpers import check_forbidden, check_scalar_losses, with_references
+from .helpers import GRADED, check_forbidden, check_scalar_losses, with_references
 from autograder.testing import assert_inputs_unchanged, assert_remote_module, assert_tensor, describe, fail
 
 F64 = dict(rtol=1e-9, atol=1e-10)
@@ -36,10 +38,16 @@ def test_box_head_equals_torchvision(student):
         torch.manual_seed(k)
         mlp, predictor = TwoMLPHead(channels * resolution**2, hidden).double(), FastRCNNPredictor(hidden, classes).double()
         want_keys = {f"{layer}.{leaf}" for layer in ("fc6", "fc7", "cls_score", "bbox_pred") for leaf in ("weight", "bias")}
-        got.double()
         names = got.state_dict()
         if set(names) != want_keys:
             fail(f"BoxHead: parameters {sorted(names)} differ from the expected {sorted(want_keys)}")
+        for layer, fan_in in (("fc6", channels * resolution**2), ("fc7", hidden), ("cls_score", hidden), ("bbox_pred", hidden)):
+            weight = names[f"{layer}.weight"].double()  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in)
+            bound = 1 / math.sqrt(fan_in)
+            if float(weight.abs().max()) > bound * (1 + 1e-6) or (weight.numel() >= 64 and float(weight.std()) < 0.8 * bound / math.sqrt(3)):
+                fail(f"BoxHead({channels}, {resolution}, {hidden}, {classes}).{layer}: keep PyTorch's default initialization of nn.Linear "
+                     f"(uniform in +-1/sqrt(fan_in) = +-{bound:.3g}); its weights have std {float(weight.std()):.3g}, largest {float(weight.abs().max()):.3g}")
+        got.double()
         state = {**mlp.state_dict(), **predictor.state_dict()}
         for key in want_keys:
             if tuple(names[key].shape) != tuple(state[key].shape):
@@ -96,7 +104,7 @@ def sample_targets():
 @pytest.mark.part("roi_heads")
 @pytest.mark.points(5)
 def test_select_training_samples(student):
-    """ground truth added to the proposals, matched at 0.5 (no low-quality matches), labels = classes / 0 / ignored, targets with weights (10, 10, 5, 5) == torchvision (every labelled proposal sampled); the positive quota"""
+    """ground truth added to the proposals, matched at 0.5 (no low-quality matches), labels = classes / 0 / ignored, targets with weights (10, 10, 5, 5) == torchvision (every labelled proposal sampled); the positive quota; the generator reaches sample_labels; the arguments unchanged"""
     proposals, targets = sample_targets()
     for fg, bg in ((0.5, 0.5), (0.6, 0.3)):
         ref = roi_heads(batch_size_per_image=10**6, positive_fraction=1.0, fg=fg, bg=bg)
@@ -118,6 +126,18 @@ def test_select_training_samples(student):
             assert_tensor(g_labels, w_labels, f"select_training_samples (fg {fg}, bg {bg}) labels of image {i}")
             positive = w_labels > 0
             assert_tensor(g_reg[positive], w_reg[positive], f"select_training_samples (fg {fg}, bg {bg}) regression targets of the positives of image {i}", rtol=1e-7, atol=1e-7, check_dtype=False)
+    fn = student.select_training_samples.get()
+    result, changed = GRADED.with_references(student, "call_with_references_snapshot", fn, [proposals, targets], {}, {}, what="select_training_samples")
+    if any(changed):
+        fail("select_training_samples changed its arguments (the proposals list or its tensors, the targets): build new lists, "
+             "and leave the caller's data alone")
+    draws = [with_references(student, student, "select_training_samples", [proposals, targets],
+                             dict(batch_size_per_image=8, positive_fraction=0.25, generator=seed), {}, "select_training_samples")
+             for seed in (11, 11, 12, 13, 14)]
+    keys = [tuple(tuple(b.flatten().tolist()) for b in d[0]) if isinstance(d, (tuple, list)) and d and isinstance(d[0], (list, tuple)) else None for d in draws]
+    if keys[0] != keys[1] or len(set(keys)) < 2:
+        fail("select_training_samples(..., generator=seed) must pass the generator to sample_labels: the same seed gives the same "
+             "samples, other seeds other ones")
     out = with_references(student, student, "select_training_samples", [proposals, targets],
                           dict(batch_size_per_image=8, positive_fraction=0.25), {}, "select_training_samples")
     for i, labels in enumerate(out[1]):
@@ -134,13 +154,15 @@ POSTPROCESS_CASES = [
     dict(sizes=[(100, 60)], counts=(30,), classes=6, options=dict(score_thresh=0.5, nms_thresh=0.5, detections_per_img=100)),
     # small proposals, huge size deltas: torchvision's BoxCoder clamps dw, dh at log(1000 / 16) before exp
     dict(sizes=[(120, 140)], counts=(20,), classes=3, options=dict(score_thresh=0.0), scale=40.0, small=True),
+    # two classes with equal logits in every third row: the score is exactly 0.5 = score_thresh there (dropped: strictly above)
+    dict(sizes=[(50, 70)], counts=(24,), classes=2, options=dict(score_thresh=0.5), tie=True),
 ]
 
 
 @pytest.mark.part("roi_heads")
 @pytest.mark.points(7)
 def test_postprocess_detections_equal_torchvision(student):
-    """class-specific decoding (10, 10, 5, 5; dw, dh clamped), softmax, clipping, background dropped, scores > score_thresh, small boxes removed, NMS per class, top detections_per_img == RoIHeads.postprocess_detections; images without proposals; inputs unchanged"""
+    """class-specific decoding (10, 10, 5, 5; dw, dh clamped), softmax, clipping, background dropped, scores > score_thresh (a score equal to it dropped), small boxes removed, NMS per class, top detections_per_img == RoIHeads.postprocess_detections; images without proposals; inputs unchanged"""
     g = torch.Generator().manual_seed(9)
     for k, case in enumerate(POSTPROCESS_CASES):
         proposals = [random_boxes(n, s, g) for n, s in zip(case["counts"], case["sizes"])]
@@ -149,6 +171,8 @@ def test_postprocess_detections_equal_torchvision(student):
         total, classes = sum(case["counts"]), case["classes"]
         logits = torch.randn(total, classes, generator=g, dtype=torch.float64) * 2.5
         regression = torch.randn(total, 4 * classes, generator=g, dtype=torch.float64) * case.get("scale", 0.5)
+        if case.get("tie"):
+            logits[::3, 1] = logits[::3, 0]
         if k == 0:  # the caller's logits, regression and proposals stay as they were
             assert_inputs_unchanged(student, "postprocess_detections", [logits, regression, proposals, case["sizes"]],
                                     "postprocess_detections", allow_alias=True)
