@@ -207,6 +207,9 @@ MUTANTS = {
                                          {"test_fcos_head_architecture_and_initialization": "N(0, 0.01^2)"}),
     "head-prior-ignores-prior_probability": ({"fcos_head": ("-math.log((1 - prior_probability) / prior_probability)", "-math.log(99)")},
                                              {"test_fcos_head_architecture_and_initialization": "prior_probability=0.05"}),
+    # the gt dict emptied (pop) by the assignment: no tensor changed, the caller's dict did
+    "assign-pops-the-gt-dict": ({"fcos_targets": ('gt_boxes, gt_labels = gt["boxes"], gt["labels"]', 'gt_boxes, gt_labels = gt.pop("boxes"), gt.pop("labels")')},
+                                {"test_fcos_functions_leave_inputs_unchanged": "gt dict"}),
     "head-exp-without-clamp": ({"fcos_head": ("torch.exp(self.bbox_reg(reg_feature).clamp(max=10.0))", "torch.exp(self.bbox_reg(reg_feature))")},
                                {"test_fcos_head_architecture_and_initialization": "not finite"}),
 }

@@ -36,7 +36,8 @@
 # - empty inputs give empty outputs of the right shape;
 # - your code works on any device (never hard-code `"cpu"`/`"cuda"`: use the inputs' `device`);
 # - a function's output has the dtype of its input unless its docstring says otherwise;
-# - your functions never modify their arguments in place.
+# - your functions never modify their arguments in place (tensors, lists and dicts alike: no `append`, `pop` or
+#   new keys on what the caller passed).
 #
 # **Writing each function is the exercise**: `sigmoid_focal_loss` may not call
 # `torchvision.ops.sigmoid_focal_loss` (however it is reached); use it freely in your own checks.

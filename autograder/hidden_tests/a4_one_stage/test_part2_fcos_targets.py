@@ -247,7 +247,10 @@ def test_fcos_functions_leave_inputs_unchanged(student):
     boxes = half_pixel_boxes(5, g, 80, 48, max_side=60).float()
     labels = torch.randint(1, 4, (5,), generator=g)
     check_assignment(student, locations, boxes, labels, [(0, 16), (16, INF)], "(5 boxes)")
-    assert_inputs_unchanged(student, "fcos_assign_targets", [locations, {"boxes": boxes, "labels": labels}, [(0, 16), (16, INF)]], "fcos_assign_targets")
+    _, changed = student.helper("call_with_deep_snapshot")(student.fcos_assign_targets.get(), [locations, {"boxes": boxes, "labels": labels}, [(0, 16), (16, INF)]])
+    if any(changed):  # tensors, the locations list and the gt dict's keys alike
+        fail(f"fcos_assign_targets changed its argument(s) {[i for i, c in enumerate(changed) if c]} (the locations list, the gt dict or "
+             "their tensors); compute new tensors and leave the caller's data alone")
     points = torch.cat(locations)[:5]
     assert_inputs_unchanged(student, "fcos_get_deltas", [points, boxes, 8], "fcos_get_deltas")
     assert_inputs_unchanged(student, "fcos_apply_deltas", [points, torch.rand(5, 4, generator=g), torch.full((5,), 8.0)], "fcos_apply_deltas")
