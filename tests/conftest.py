@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # Released assignments, from their manifests (autograder/manifests/<id>.toml).
 ASSIGNMENT_IDS = assignments.known_ids()
 
+# The files whose tests take longest (training, whole gradings, the book built from the published tree), longest
+# first: `pytest -n 2` hands tests out in collection order, so starting with these keeps one worker from running a
+# long test alone at the end. A file's tests stay together (module fixtures are built once per worker).
+LONGEST_FIRST = ("test_notebooks_execute.py", "test_grading_assignments.py", "test_trusted_evaluation.py", "test_grading_a5.py",
+                 "test_grading_a3.py", "test_grading_a4.py", "test_publish.py", "test_feedback_figures.py", "test_grading_a2.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 def solution_nb(assignment_id: str) -> nbformat.NotebookNode:
     """The nbgrader source notebook, solutions/<id>/<id>.ipynb."""

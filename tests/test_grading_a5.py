@@ -127,6 +127,11 @@ MUTANTS = {
         {"fcn": [("    present = union > 0\n    if not bool(present.any()):", "    present = union >= 0\n    if not bool((union > 0).any()):"),
                  ("        keep = target != ignore_index\n", "        keep = target == target\n")]},
         {"test_mean_iou_matches_reference": "", "test_mean_iou_absent_classes_and_ignore_index": ""}),
+    # the ignored pixels masked out in the caller's target, in place
+    "miou-masks-the-callers-target": (
+        {"fcn": ("        keep = target != ignore_index\n        pred, target = pred[keep], target[keep]\n",
+                 "        keep = target != ignore_index\n        target[~keep] = 0\n        pred, target = pred[keep], target[keep]\n")},
+        {"test_mean_iou_absent_classes_and_ignore_index": "changed its argument"}),
     # the mask loss over every class's channel; the targets RoI-aligned with aligned=True
     "mask-loss-over-all-classes+projection-aligned": (
         {"mask_rcnn": [("    own_class_logits = mask_logits[torch.arange(len(labels), device=labels.device), labels]  # [K, M, M]\n    return F.binary_cross_entropy_with_logits(own_class_logits, targets)",

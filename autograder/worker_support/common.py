@@ -91,9 +91,10 @@ def backward_mse(model, x, y):
 
 
 def call_with_snapshot(fn, args):
-    """Call ``fn(*args)`` and report whether it changed its tensor arguments in place.
+    """Call ``fn(*args)`` and report whether it changed its arguments in place (``call_with_deep_snapshot``: tensors,
+    list lengths, dict keys, at any depth) and whether it returned one of their tensors itself.
 
-    Returns (result, [changed? per argument]); containers are searched one level deep.
+    Returns (result, [changed? per argument], [aliased? per argument]); returned tensors are searched one level deep.
     """
     def tensors(value):
         if isinstance(value, torch.Tensor):
@@ -104,9 +105,7 @@ def call_with_snapshot(fn, args):
             return [v for v in value.values() if isinstance(v, torch.Tensor)]
         return []
 
-    before = [[t.detach().clone() for t in tensors(a)] for a in args]
-    result = fn(*args)
-    changed = [any(not torch.equal(b, t.detach()) or b.dtype != t.dtype for b, t in zip(bs, tensors(a))) for bs, a in zip(before, args)]
+    result, changed = call_with_deep_snapshot(fn, args)
     returned = tensors(result)
     aliased = [any(r is t for r in returned for t in tensors(a)) for a in args]
     return result, changed, aliased
@@ -140,37 +139,41 @@ def function_mutations(function_cls, inputs, needs_grad, grad_outputs):
     return {"inputs": changed(before_in, inputs), "grad_outputs": changed(before_g, grad_outputs)}
 
 
+def _snapshot(value, depth=0):
+    """A copy of ``value``'s tensors inside its lists, tuples and dicts (up to 8 levels)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if depth >= 8:
+        return None
+    if isinstance(value, dict):
+        return {k: _snapshot(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_snapshot(v, depth + 1) for v in value]
+    return None
+
+
+def _same(before, value, depth=0) -> bool:
+    """``value`` still matches its ``_snapshot``: tensors' values, dtypes and shapes, lists' lengths, dicts' keys."""
+    if isinstance(value, torch.Tensor):
+        return isinstance(before, torch.Tensor) and before.dtype == value.dtype and before.shape == value.shape and torch.equal(before, value.detach())
+    if depth >= 8:
+        return True
+    if isinstance(value, dict):
+        return isinstance(before, dict) and list(before) == list(value) and all(_same(before[k], value[k], depth + 1) for k in value)
+    if isinstance(value, (list, tuple)):
+        return isinstance(before, list) and len(before) == len(value) and all(_same(b, v, depth + 1) for b, v in zip(before, value))
+    return True
+
+
 def call_with_deep_snapshot(fn, args):
     """Call ``fn(*args)`` and report, per argument, whether anything inside it changed: a tensor's
     values or dtype, a list's / tuple's length, a dict's keys, at any depth (up to 8 levels).
 
     Returns (result, [changed? per argument]).
     """
-    def snapshot(value, depth=0):
-        if isinstance(value, torch.Tensor):
-            return value.detach().clone()
-        if depth >= 8:
-            return None
-        if isinstance(value, dict):
-            return {k: snapshot(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [snapshot(v, depth + 1) for v in value]
-        return None
-
-    def same(before, value, depth=0):
-        if isinstance(value, torch.Tensor):
-            return isinstance(before, torch.Tensor) and before.dtype == value.dtype and before.shape == value.shape and torch.equal(before, value.detach())
-        if depth >= 8:
-            return True
-        if isinstance(value, dict):
-            return isinstance(before, dict) and list(before) == list(value) and all(same(before[k], value[k], depth + 1) for k in value)
-        if isinstance(value, (list, tuple)):
-            return isinstance(before, list) and len(before) == len(value) and all(same(b, v, depth + 1) for b, v in zip(before, value))
-        return True
-
-    before = [snapshot(a) for a in args]
+    before = [_snapshot(a) for a in args]
     result = fn(*args)
-    return result, [not same(b, a) for b, a in zip(before, args)]
+    return result, [not _same(b, a) for b, a in zip(before, args)]
 
 
 from torch.utils._python_dispatch import TorchDispatchMode as _TorchDispatchMode  # noqa: E402

@@ -1,5 +1,5 @@
-"""The detectors' training recipe (a3, a4), worker side; uses ``state_copy`` and ``outputs_with_states`` of
-``training.py`` (loaded before it).
+"""The detectors' training recipe (a3, a4), worker side; uses ``state_copy``, ``outputs_with_states`` and
+``train_one_cycle`` of ``training.py`` (loaded before it).
 
 The worker trains the student's detector on the training data the trusted process rendered and sent (classes
 secretly renamed) and returns detections on evaluation *images* it received; ground truth and metrics stay in
@@ -44,17 +44,7 @@ def train_detector(model_class, images, targets, steps, lr, batch_size=12, seed=
     batches = _batches(images, targets, batch_size)
     model = model_class(len(CLASSES))
     initial = state_copy(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    for step in range(steps):
-        images, targets = batches[step % len(batches)]
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    train_one_cycle(model, batches, lambda m, batch: sum(m(*batch).values()), steps, lr)
     return model, state_copy(model), initial
 
 

@@ -18,3 +18,17 @@ def outputs_with_states(predict, module, states) -> list:
         module.load_state_dict(state)
         outputs.append(predict())
     return outputs
+
+
+def train_one_cycle(model, batches: list, loss_of, steps: int, lr: float) -> None:
+    """The trained tests' recipe (a3-a5): ``steps`` AdamW steps (weight decay 1e-4) with a one-cycle learning rate up
+    to ``lr`` (10% warm-up), in training mode, cycling through ``batches``; ``loss_of(model, batch)`` is a scalar."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step in range(steps):
+        loss = loss_of(model, batches[step % len(batches)])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()

@@ -497,7 +497,8 @@ plt.show()
 #   `ignore_index=None` every pixel counts;
 # - a class that appears in **neither** the prediction nor the target (union 0) is **left out of the mean**
 #   (it is not an IoU of 0, nor of 1);
-# - if no class is left (no pixels), the result is `nan`.
+# - if no class is left (no pixels), the result is `nan`;
+# - `pred` and `target` are left as they were (mask out the ignored pixels in a copy, not in place).
 #
 # **FCN.** `FCN(num_classes)` is a fully convolutional network: `forward(images)` maps
 # `Tensor[B, 3, H, W]` (values in $[0, 1]$; $H$ and $W$ multiples of 16, not necessarily equal) to logits

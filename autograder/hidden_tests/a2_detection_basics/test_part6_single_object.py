@@ -5,9 +5,9 @@ import torch.nn.functional as F
 import torchvision.ops as tv
 
 from autograder.client import RemoteObject
-from autograder.feedback_figures import PICTURE_IMAGES, attach
+from autograder.feedback_figures import PICTURE_IMAGES
 from autograder.hidden_tests.kit import counterfactual
-from autograder.hidden_tests.kit.controls import assert_learned, state_ok, with_controls
+from autograder.hidden_tests.kit.controls import judge, state_ok, with_controls
 from autograder.hidden_tests.kit.pictures import detection_picture, picture_set
 from lecture_utils.data import ShapesDataset
 from autograder.secret import evaluation_seed
@@ -149,21 +149,15 @@ def score(pred_classes, pred_boxes, labels, boxes) -> tuple[float, float]:
 @pytest.mark.points(2)
 def test_detector_learns_to_classify(trained_single_object, record_property):
     """trained by the grader's recipe (400 Adam steps, one-object 64x64 shapes, classes renamed): accuracy >= 0.6 on 128 new images, learned"""
-    (accuracy, _), (shuffled, _), (initial, _) = (trained_single_object[k] for k in ("trained", "shuffled", "initial"))
-    attach(record_property, trained_single_object["figure"])
-    record_property("feedback", f"measured: accuracy {accuracy:.2f} on {EVAL_IMAGES} new images (bar {ACCURACY_BAR}); "
-                                f"with the weights shuffled {shuffled:.2f}, before training {initial:.2f}")
-    assert_learned(accuracy, shuffled, initial, bar=ACCURACY_BAR, min_drop=MIN_DROP, metric="classification accuracy",
-                   n_images=EVAL_IMAGES, what="model's classification")
+    scores = tuple(trained_single_object[k][0] for k in ("trained", "shuffled", "initial"))
+    judge(record_property, scores, trained_single_object["figure"], metric="classification accuracy", bar=ACCURACY_BAR, min_drop=MIN_DROP,
+          n_images=EVAL_IMAGES, what="model's classification", digits=2)
 
 
 @pytest.mark.part("single_object")
 @pytest.mark.points(2)
 def test_detector_learns_to_localize(trained_single_object, record_property):
     """trained by the grader's recipe (boxes moved by a secret shift and scale): mean box IoU >= 0.55 on 128 new images, learned"""
-    (_, iou), (_, shuffled), (_, initial) = (trained_single_object[k] for k in ("trained", "shuffled", "initial"))
-    attach(record_property, trained_single_object["figure"])
-    record_property("feedback", f"measured: mean box IoU {iou:.2f} on {EVAL_IMAGES} new images (bar {IOU_BAR}); "
-                                f"with the weights shuffled {shuffled:.2f}, before training {initial:.2f}")
-    assert_learned(iou, shuffled, initial, bar=IOU_BAR, min_drop=MIN_DROP, metric="mean box IoU", n_images=EVAL_IMAGES,
-                   what="model's boxes")
+    scores = tuple(trained_single_object[k][1] for k in ("trained", "shuffled", "initial"))
+    judge(record_property, scores, trained_single_object["figure"], metric="mean box IoU", bar=IOU_BAR, min_drop=MIN_DROP, n_images=EVAL_IMAGES,
+          what="model's boxes", digits=2)

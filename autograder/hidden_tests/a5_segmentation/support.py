@@ -11,7 +11,7 @@ returns the trained weights of the box part and the mask head. The trusted proce
 images the worker never sees and sends the mask head only the RoI features of its detections (``mask_logits``,
 again once per state dict), so masks cannot come from the images by any other route; it pastes the masks and
 computes mIoU and COCO mask AP50 from ground truth it made itself.
-``state_copy`` and ``outputs_with_states`` come from worker_support/training.py (loaded before this module).
+``state_copy``, ``outputs_with_states`` and ``train_one_cycle`` come from worker_support/training.py (loaded before this module).
 """
 from collections import OrderedDict
 
@@ -47,16 +47,7 @@ def train_segmenter(model_class, images, semantic, steps, lr, batch_size=8, seed
     batches = [(images[s:s + batch_size], semantic[s:s + batch_size]) for s in range(0, len(images), batch_size)]
     model = model_class(len(CLASSES))
     initial = state_copy(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    for step in range(steps):
-        images, semantic = batches[step % len(batches)]
-        loss = F.cross_entropy(model(images), semantic)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    train_one_cycle(model, batches, lambda m, batch: F.cross_entropy(m(batch[0]), batch[1]), steps, lr)
     return model, state_copy(model), initial
 
 
@@ -128,20 +119,12 @@ def train_mask_rcnn(mask_head_class, maskrcnn_loss, images, targets, steps, lr, 
     torch.manual_seed(seed)
     images = images.float() / 255
     targets = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"].to(torch.uint8)} for t in targets]
+    batches = [(list(images[s:s + batch_size]), targets[s:s + batch_size]) for s in range(0, len(images), batch_size)]
     head = mask_head_class(FPN_CHANNELS, len(CLASSES), **MASK_HEAD_ARGS)
     initial = state_copy(head)
     model = build_mask_rcnn(head, len(CLASSES))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     with _MaskFunctions(maskrcnn_loss):
-        model.train()
-        for step in range(steps):
-            start = (step * batch_size) % len(images)
-            losses = model(list(images[start:start + batch_size]), targets[start:start + batch_size])
-            optimizer.zero_grad()
-            sum(losses.values()).backward()
-            optimizer.step()
-            schedule.step()
+        train_one_cycle(model, batches, lambda m, batch: sum(m(*batch).values()), steps, lr)
     box_part = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("roi_heads.mask_head.")}
     return box_part, model.roi_heads.mask_head, state_copy(model.roi_heads.mask_head), initial
 

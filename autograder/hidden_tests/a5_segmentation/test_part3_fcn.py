@@ -5,10 +5,9 @@ import math
 import pytest
 import torch
 
-from autograder.feedback_figures import attach
-from autograder.hidden_tests.kit.controls import assert_learned
+from autograder.hidden_tests.kit.controls import judge
 from autograder.secret import evaluation_seed
-from autograder.testing import assert_remote_module, describe, fail
+from autograder.testing import assert_inputs_unchanged, assert_remote_module, describe, fail
 from lecture_utils.data import CLASSES
 
 from .evaluation import trained_miou
@@ -60,7 +59,7 @@ def test_mean_iou_matches_reference(student):
 @pytest.mark.part("fcn")
 @pytest.mark.points(3)
 def test_mean_iou_absent_classes_and_ignore_index(student):
-    """absent classes left out (not 0, not 1); target == ignore_index pixels left out whatever their prediction; ignore_index=None and other values; no pixels -> nan"""
+    """absent classes left out (not 0, not 1); target == ignore_index pixels left out whatever their prediction; ignore_index=None and other values; no pixels -> nan; pred and target left unchanged"""
     pred = torch.tensor([[1, 1, 0], [0, 2, 2]])
     target = torch.tensor([[1, 2, 0], [255, 2, 0]])
     check_miou(call(student, "mean_iou", pred, target, 4), (0.5 + 0.5 + 1 / 3) / 3, "mean_iou with class 3 absent from both maps and one ignored pixel")
@@ -77,6 +76,7 @@ def test_mean_iou_absent_classes_and_ignore_index(student):
     check_miou(call(student, "mean_iou", pred, torch.full_like(target, 255), 5), math.nan, "mean_iou with every pixel ignored")
     only_background = torch.zeros(6, 6, dtype=torch.int64)
     check_miou(call(student, "mean_iou", only_background, only_background, 4), 1.0, "mean_iou when only class 0 is present (in both)")
+    assert_inputs_unchanged(student, "mean_iou", [pred, masked, 5], "mean_iou with half of the pixels ignored")
 
 
 def build(student):
@@ -125,7 +125,4 @@ def trained(student):
 @pytest.mark.points(12)
 def test_trained_fcn_reaches_miou(trained, record_property):
     """trained by the grader's recipe (500 AdamW steps, 8 shapes images of 128x128 per step): mIoU >= 0.65 on 48 new images (4 classes), learned"""
-    score, shuffled, initial = trained.scores
-    attach(record_property, trained.figure)
-    record_property("feedback", f"measured: mIoU {score:.3f} on {EVAL_IMAGES} new images (bar {MIOU_BAR}); with the weights shuffled {shuffled:.3f}, before training {initial:.3f}")
-    assert_learned(*trained.scores, bar=MIOU_BAR, min_drop=MIN_DROP, metric="mIoU", n_images=EVAL_IMAGES, what="FCN")
+    judge(record_property, trained.scores, trained.figure, metric="mIoU", bar=MIOU_BAR, min_drop=MIN_DROP, n_images=EVAL_IMAGES, what="FCN")

@@ -10,8 +10,7 @@ from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection import transform as tv_transform
 
 from autograder.client import RemoteObject
-from autograder.feedback_figures import attach
-from autograder.hidden_tests.kit.controls import assert_learned
+from autograder.hidden_tests.kit.controls import judge
 from autograder.secret import evaluation_seed
 from autograder.testing import assert_inputs_unchanged, assert_remote_module, assert_vectorized, describe, fail
 from lecture_utils.data import ShapesDataset
@@ -201,8 +200,5 @@ def trained(student):
 @pytest.mark.points(19)
 def test_trained_mask_rcnn_reaches_mask_ap50(trained, record_property):
     """Mask R-CNN (torchvision's box part, your MaskHead and maskrcnn_loss) trained by the grader's recipe on masks kept in a secret region of their boxes: COCO mask AP50 >= 0.4 on 48 new images (the same region), masks from your trained head on RoI features, learned"""
-    score, shuffled, initial = trained.scores
-    attach(record_property, trained.figure)
-    record_property("feedback", f"measured: mask AP50 {score:.3f} on {EVAL_IMAGES} new images (bar {AP50_BAR}); with the mask head's weights shuffled {shuffled:.3f} (mean of 5 shuffles), before training {initial:.3f}")
-    assert_learned(*trained.scores, bar=AP50_BAR, min_drop=MIN_DROP, initial_min_drop=INITIAL_MIN_DROP, metric="mask AP50", n_images=EVAL_IMAGES,
-                   what="mask head")
+    judge(record_property, trained.scores, trained.figure, metric="mask AP50", bar=AP50_BAR, min_drop=MIN_DROP, initial_min_drop=INITIAL_MIN_DROP,
+          n_images=EVAL_IMAGES, what="mask head", shuffled_as="with the mask head's weights shuffled (mean of 5 shuffles)")

@@ -9,6 +9,7 @@ import secrets
 
 import torch
 
+from autograder.feedback_figures import FeedbackFigure, attach
 from autograder.testing import describe, fail
 
 
@@ -56,3 +57,14 @@ def assert_learned(score: float, shuffled: float, initial: float, *, bar: float,
     if not initial <= score - (min_drop if initial_min_drop is None else initial_min_drop):
         fail(f"with its weights as they were before training, your {what} already reaches {metric} {initial:.3f} "
              f"(trained: {score:.3f}): the predictions must come from what it learned")
+
+
+def judge(record_property, scores: tuple[float, float, float], figure: FeedbackFigure | None, *, metric: str, bar: float, min_drop: float,
+          n_images: int, what: str, initial_min_drop: float | None = None, digits: int = 3, shuffled_as: str = "with the weights shuffled") -> None:
+    """A trained test's end: attach its picture, record the measured (trained, shuffled, initial) ``scores`` as its
+    feedback, and ``assert_learned``."""
+    score, shuffled, initial = scores
+    attach(record_property, figure)
+    record_property("feedback", f"measured: {metric} {score:.{digits}f} on {n_images} new images (bar {bar}); {shuffled_as} {shuffled:.{digits}f}, "
+                                f"before training {initial:.{digits}f}")
+    assert_learned(score, shuffled, initial, bar=bar, min_drop=min_drop, metric=metric, n_images=n_images, what=what, initial_min_drop=initial_min_drop)
