@@ -185,9 +185,10 @@ EVAL_SET, EVAL_IMAGES = "a5_segmentation/mask_rcnn", 48  # its seed: evaluation_
 STEPS, LR = 300, 2e-3
 # The grader trains and scores on masks kept only inside a secret region of each box (counterfactual.mask_region). The
 # reference, four regions (left third, bottom third, top-right and bottom-left quarters): mask AP50 0.524 / 0.580 /
-# 0.522 / 0.524, with its head's weights shuffled (mean of 5) and before training 0.000 in all four. A head that does
-# not learn the region, the whole object's ellipse, matches (IoU >= 0.5) at most 4% of the region masks.
-AP50_BAR, MIN_DROP, INITIAL_MIN_DROP = 0.4, 0.1, 0.05
+# 0.522 / 0.524, with its head's weights shuffled (mean of 5) and before training 0.000 in all four; one region trained
+# twice: 0.530 (1 thread) and 0.473 (2 threads: other float rounding, another training run). A head that does not
+# learn the region, the whole object's ellipse, matches (IoU >= 0.5) at most 4% of the region masks.
+AP50_BAR, MIN_DROP, INITIAL_MIN_DROP = 0.35, 0.1, 0.05
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +200,6 @@ def trained(student):
 @pytest.mark.part("mask_rcnn")
 @pytest.mark.points(19)
 def test_trained_mask_rcnn_reaches_mask_ap50(trained, record_property):
-    """Mask R-CNN (torchvision's box part, your MaskHead and maskrcnn_loss) trained by the grader's recipe on masks kept in a secret region of their boxes: COCO mask AP50 >= 0.4 on 48 new images (the same region), masks from your trained head on RoI features, learned"""
+    """Mask R-CNN (torchvision's box part, your MaskHead and maskrcnn_loss) trained by the grader's recipe on masks kept in a secret region of their boxes: COCO mask AP50 >= 0.35 on 48 new images (the same region), masks from your trained head on RoI features, learned"""
     judge(record_property, trained.scores, trained.figure, metric="mask AP50", bar=AP50_BAR, min_drop=MIN_DROP, initial_min_drop=INITIAL_MIN_DROP,
           n_images=EVAL_IMAGES, what="mask head", shuffled_as="with the mask head's weights shuffled (mean of 5 shuffles)")
