@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.ops as tv
 
-from common import markdown, reference, save
+from common import markdown, op_runners, reference, save, times_pair
 
 THREADS = [int(t) for t in os.environ.get("BENCH_THREADS", "1,2").split(",")]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "9"))
@@ -73,18 +73,6 @@ def check_equal(op: str, workload: str, ours: Callable, theirs: Callable, inputs
     return grad_out
 
 
-def time_pair(a: Callable, b: Callable, repeat: int) -> tuple[list[float], list[float]]:
-    """Times of ``a()`` and ``b()`` in seconds, alternating, after one warm-up call each."""
-    a(), b()
-    ta, tb = [], []
-    for _ in range(repeat):
-        for fn, times in ((a, ta), (b, tb)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return ta, tb
-
-
 def summary(times: list[float]) -> str:
     """'median ms [IQR q1-q3; min-max]'."""
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
@@ -99,22 +87,10 @@ def run(sol: SimpleNamespace, ops: set[str] | None = None) -> tuple[list[dict], 
             continue
         grad_out = check_equal(op, workload, ours, theirs, inputs)
 
-        def forward(fn):
-            def go():
-                with torch.no_grad():
-                    fn(*inputs)
-            return go
-
-        def forward_backward(fn):
-            def go():
-                leaves = [t.detach().requires_grad_() for t in inputs]
-                fn(*leaves).backward(grad_out)
-            return go
-
-        for mode, make in (("forward", forward), ("forward + backward", forward_backward)):
+        for mode, make in op_runners(inputs, grad_out).items():
             for threads in THREADS:
                 torch.set_num_threads(threads)
-                ta, tb = time_pair(make(ours), make(theirs), REPEATS)
+                ta, tb = times_pair(make(ours), make(theirs), REPEATS)
                 ratio = statistics.median(ta) / statistics.median(tb)
                 rows.append({"op": op, "workload": workload, "mode": mode, "threads": threads, "repeats": REPEATS,
                              "solution_s": ta, "library_s": tb, "ratio_of_medians": ratio})

@@ -50,7 +50,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from tqdm.auto import tqdm
 
-from common import markdown, reference, save
+from common import markdown, op_runners, reference, save, times_pair
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repo root, for autograder.hidden_tests
 from autograder.hidden_tests.a5_segmentation import support  # noqa: E402
@@ -299,21 +299,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_pair(a, b, device, repeat: int) -> tuple[list[float], list[float]]:
-    """Times of ``a()`` and ``b()``, alternating, after one warm-up call each."""
-    a(), b()
-    _sync(device)
-    ta, tb = [], []
-    for _ in range(repeat):
-        for fn, out in ((a, ta), (b, tb)):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            out.append(time.perf_counter() - start)
-    return ta, tb
-
-
 def op_workloads(sol, device: torch.device):
     """(op, workload, solution fn, torch fn, input tensors (gradients checked for these)) for each workload."""
     g = torch.Generator().manual_seed(0)
@@ -354,20 +339,8 @@ def op_part(sol, device: torch.device) -> tuple[list[dict], str]:
         for a, b in zip(leaves_a, leaves_b):
             assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5 * float(b.grad.abs().max())), f"{op} ({workload}): gradients differ"
 
-        def forward(fn):
-            def run():
-                with torch.no_grad():
-                    fn(*inputs)
-            return run
-
-        def backward(fn):
-            def run():
-                leaves = [t.detach().requires_grad_() for t in inputs]
-                fn(*leaves).backward(grad_out)
-            return run
-
-        for mode, make in (("forward", forward), ("forward + backward", backward)):
-            ta, tb = time_pair(make(ours), make(theirs), device, REPEATS)
+        for mode, make in op_runners(inputs, grad_out).items():
+            ta, tb = times_pair(make(ours), make(theirs), REPEATS, sync=lambda: _sync(device))
             ma, mb = statistics.median(ta), statistics.median(tb)
             rows.append({"part": "op_speed", "device": device.type, "threads": threads if device.type == "cpu" else None, "op": op,
                          "workload": workload, "mode": mode, "repeats": REPEATS, "solution_median_s": ma, "solution_min_s": min(ta),

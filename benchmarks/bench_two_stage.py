@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import torch
 import torch.nn as nn
@@ -48,7 +47,7 @@ from torchvision.models.detection import FasterRCNN as TvFasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
-from common import markdown, reference, save
+from common import markdown, reference, save, times_pair
 from detector_race import IMAGE_SIZE, LEVELS, BackboneWithFPN, race, race_tables, race_workload
 from lecture_utils.data import CLASSES
 
@@ -65,18 +64,6 @@ SIZES, RATIOS = ((16, 24), (32, 48), (64, 96)), ((0.5, 1.0, 2.0),) * 3
 def fmt(times: list[float]) -> str:
     """Median (min-max) in ms."""
     return f"{statistics.median(times) * 1e3:.2f} ({min(times) * 1e3:.2f}-{max(times) * 1e3:.2f})"
-
-
-def times_pair(a, b, repeat: int) -> tuple[list[float], list[float]]:
-    """All times of ``a()`` and ``b()`` over ``repeat`` repeats, alternating (as ``timeit_pair``), after one warm-up each."""
-    a(), b()
-    ta, tb = [], []
-    for _ in range(repeat):
-        for fn, out in ((a, ta), (b, tb)):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return ta, tb
 
 
 # -- 1. roi_align ----------------------------------------------------------------------------------------------

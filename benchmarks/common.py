@@ -21,16 +21,46 @@ def timeit(fn, repeat: int = 7, warmup: int = 1) -> float:
     return min(times)
 
 
-def timeit_pair(a, b, repeat: int = 7) -> tuple[float, float]:
-    """Best times of ``a()`` and ``b()``, run alternately so that machine noise hits both alike."""
+def times_pair(a, b, repeat: int = 7, sync=lambda: None) -> tuple[list[float], list[float]]:
+    """All times of ``a()`` and ``b()`` in seconds over ``repeat`` repeats, run alternately so that machine noise hits
+    both alike, after one warm-up call each; ``sync()`` before and after each call (a CUDA synchronize)."""
     a(), b()
+    sync()
     ta, tb = [], []
     for _ in range(repeat):
         for fn, out in ((a, ta), (b, tb)):
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             out.append(time.perf_counter() - start)
+    return ta, tb
+
+
+def timeit_pair(a, b, repeat: int = 7) -> tuple[float, float]:
+    """Best times of ``a()`` and ``b()`` (``times_pair``)."""
+    ta, tb = times_pair(a, b, repeat)
     return min(ta), min(tb)
+
+
+def op_runners(inputs: list, grad_out):
+    """{mode: make(fn) -> a call of ``fn(*inputs)``}: "forward" without autograd, "forward + backward" from fresh
+    leaves with ``grad_out``."""
+    import torch
+
+    def forward(fn):
+        def go():
+            with torch.no_grad():
+                fn(*inputs)
+        return go
+
+    def forward_backward(fn):
+        def go():
+            leaves = [t.detach().requires_grad_() for t in inputs]
+            fn(*leaves).backward(grad_out)
+        return go
+
+    return {"forward": forward, "forward + backward": forward_backward}
 
 
 def reference(assignment_id: str):
