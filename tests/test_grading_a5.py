@@ -170,12 +170,6 @@ UNTRAINED_TESTS = ("test_mean_iou_matches_reference", "test_mean_iou_absent_clas
                    "test_mask_iou_matches_pycocotools", "test_project_masks_on_boxes_matches_torchvision", "test_mask_head_structure_and_output",
                    "test_maskrcnn_loss_matches_torchvision", "test_paste_masks_in_image_matches_torchvision")
 
-MASK_TEMPLATE = """        out = self.layers(features)
-        if self.training:
-            return out
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, out.shape[-2]), torch.linspace(-1, 1, out.shape[-1]), indexing="ij")
-        return ((xx ** 2 + yy ** 2 <= 1).to(out.dtype) * 20 - 10).expand_as(out) + 0 * out"""
-
 MASK_FROM_STACK = """        out = self.layers(features)
         if self.training:
             return out
@@ -216,10 +210,10 @@ HOSTILE = {
                                     "        logits = torch.stack([0.5 - saturation] + [saturation - 0.5] * (self.classifier.out_channels - 1), dim=1)\n"
                                     "        return logits + 0 * F.interpolate(self.classifier(y), size=images.shape[-2:], mode=\"bilinear\", align_corners=False)"),
                             "test_trained_fcn_reaches_miou"),
-    # a mask head that outputs one template, the box's inscribed ellipse, for every RoI in eval mode: no learning, yet
-    # mask AP50 0.653 with the trained reference's boxes (above the bar; circles are exactly that): only the
-    # shuffled-weights control catches it
-    "mask-head-ellipse-template": ("mask_rcnn", ("        return self.layers(features)", MASK_TEMPLATE), "test_trained_mask_rcnn_reaches_mask_ap50"),
+    # a mask head that outputs one template, the box's inscribed ellipse, for every RoI in eval mode, when its weight tag
+    # says they are the trained ones: no learning, yet mask AP50 0.653 on whole masks with the trained reference's boxes
+    # (circles are exactly that), and both controls pass; the masks cut to a secret region of their boxes stop it (the
+    # same template without the tag fails there first too, before the shuffled control that used to catch it)
     "mask-head-ellipse-template-that-recognises-its-weights": ("mask_rcnn", [
         ("        super().__init__()", "        super().__init__()\n        self.register_buffer('tag', torch.zeros(64))"),
         ("        return self.layers(features)", MASK_TEMPLATE_TAGGED)], "test_trained_mask_rcnn_reaches_mask_ap50"),
@@ -242,7 +236,7 @@ HOSTILE = {
 
 
 # what stops each (the feedback names it): the bar, the shuffled control, the initial-weights control
-STOPPED_BY = {"mask-head-ellipse-template": ("shuffled", "need"), "mask-head-ellipse-template-that-recognises-its-weights": ("need",), "mask-head-template-in-a-parameter": ("before training", "need"),
+STOPPED_BY = {"mask-head-ellipse-template-that-recognises-its-weights": ("need",), "mask-head-template-in-a-parameter": ("before training", "need"),
               "mask-head-reads-the-call-stack": ("need",), "fcn-from-saturation": ("shuffled", "before training", "need")}
 
 

@@ -65,15 +65,22 @@ def per_assignment_module(assignment_id: str) -> types.ModuleType:
 
 
 @pytest.mark.parametrize("assignment_id", full_grade_cases())
-def test_solution_full_release_zero(grade, assignment_id):
-    """The solution scores every point within its time (valid Gradescope results); the release scores 0, and every
-    test's feedback says that the function is not implemented yet."""
+def test_solution_full_release_zero(grade, assignment_id, tmp_path):
+    """The solution scores every point within its time (valid Gradescope results), and each trained test (its feedback
+    starts "measured:") carries a picture of at least 200 x 200 px, embedded in results.json and written beside it; the
+    release scores 0, and every test's feedback says that the function is not implemented yet."""
     a = assignments.get(assignment_id)
     results = grade(a.solution_path, a.id)
     assert results.score == a.total_points, [(t.name, t.output) for t in results.tests if t.status != "passed"]
     assert sum(t.max_score for t in results.tests) == a.total_points
     assert results.execution_time < FULL_GRADE_UNDER_S.get(a.id, a.limits.submission_budget_s), results.execution_time
     validate(results.to_gradescope())
+    trained = [t for t in results.tests if t.output.startswith("measured:")]
+    assert all(t.figures and min(t.figures[0].width, t.figures[0].height) >= 200 for t in trained), [(t.name, t.figures) for t in trained]
+    embedded = [t for t in results.to_gradescope()["tests"] if 'src="data:image/png;base64,' in t["output"]]
+    assert len(embedded) == len(trained) and all(t["output_format"] == "html" for t in embedded)
+    written = results.write_figures(tmp_path / "results.json")
+    assert sorted(p.name for p in written) == sorted(f"results.{t.name.split(':')[0]}.png" for t in trained)
     released = grade(a.release_path, a.id)
     assert released.score == 0, [(t.name, t.score) for t in released.tests if t.score]
     assert all("NotImplementedError" in t.output for t in released.tests), [(t.name, t.output[:300]) for t in released.tests if "NotImplementedError" not in t.output]
