@@ -22,10 +22,10 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 import torchvision.ops as tv
 
-from common import markdown, op_runners, reference, save, times_pair
+from bench_segmentation import op_workloads
+from common import check_op_equal, markdown, op_runners, reference, save, times_pair
 
 THREADS = [int(t) for t in os.environ.get("BENCH_THREADS", "1,2").split(",")]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "9"))
@@ -46,31 +46,8 @@ def workloads(sol: SimpleNamespace) -> list[tuple[str, str, Callable, Callable, 
             out.append(("roi_align", f"4x64x50x50, {n} RoIs, 7x7, sampling_ratio {ratio}",
                         lambda x, rois=rois, kw=kw: sol.roi_align(x, rois, **kw), lambda x, rois=rois, kw=kw: tv.roi_align(x, rois, **kw),
                         (features,)))
-    for n, c_in, hw, c_out, k, stride, padding, label in ((8, 64, 32, 64, 4, 2, 1, "8x64x32x32, weight 64x64x4x4, stride 2, padding 1"),
-                                                          (8, 32, 32, 16, 2, 2, 0, "8x32x32x32, weight 32x16x2x2, stride 2 (FCN up1)")):
-        x, w, b = torch.randn(n, c_in, hw, hw, generator=g), torch.randn(c_in, c_out, k, k, generator=g) * 0.05, torch.randn(c_out, generator=g)
-        kw = dict(stride=stride, padding=padding)
-        out.append(("conv_transpose2d", label, lambda x, w, b, kw=kw: sol.conv_transpose2d(x, w, b, **kw),
-                    lambda x, w, b, kw=kw: F.conv_transpose2d(x, w, b, **kw), (x, w, b)))
-    for shape, kw, label in (((8, 3, 128, 128), dict(scale_factor=2), "8x3x128x128, scale_factor 2"),
-                             ((8, 3, 128, 128), dict(size=(300, 400)), "8x3x128x128 -> 300x400"),
-                             ((8, 4, 64, 64), dict(size=(128, 128)), "8x4x64x64 -> 128x128 (FCN logits)")):
-        out.append(("bilinear_upsample", label, lambda x, kw=kw: sol.bilinear_upsample(x, **kw, align_corners=False),
-                    lambda x, kw=kw: F.interpolate(x, **kw, mode="bilinear", align_corners=False), (torch.randn(*shape, generator=g),)))
+    out += op_workloads(sol, torch.device("cpu"))  # a5's conv_transpose2d and bilinear_upsample, as bench_segmentation times them
     return out
-
-
-def check_equal(op: str, workload: str, ours: Callable, theirs: Callable, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Assert equal outputs and input gradients (float32 tolerances relative to the largest magnitude); the output gradient used."""
-    leaves_a = [t.clone().requires_grad_() for t in inputs]
-    leaves_b = [t.clone().requires_grad_() for t in inputs]
-    out_a, out_b = ours(*leaves_a), theirs(*leaves_b)
-    assert out_a.shape == out_b.shape and out_a.dtype == out_b.dtype, (op, workload, out_a.shape, out_b.shape)
-    grad_out = torch.randn(out_b.shape, generator=torch.Generator().manual_seed(1))
-    out_a.backward(grad_out), out_b.backward(grad_out)
-    for what, a, b in [("output", out_a.detach(), out_b.detach())] + [("gradient", a.grad, b.grad) for a, b in zip(leaves_a, leaves_b)]:
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), f"{op} ({workload}): {what}s differ by {float((a - b).abs().max()):.2e}"
-    return grad_out
 
 
 def summary(times: list[float]) -> str:
@@ -85,7 +62,7 @@ def run(sol: SimpleNamespace, ops: set[str] | None = None) -> tuple[list[dict], 
     for op, workload, ours, theirs, inputs in workloads(sol):
         if ops and op not in ops:
             continue
-        grad_out = check_equal(op, workload, ours, theirs, inputs)
+        grad_out, _, _ = check_op_equal(op, workload, ours, theirs, inputs)
 
         for mode, make in op_runners(inputs, grad_out).items():
             for threads in THREADS:

@@ -50,7 +50,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from tqdm.auto import tqdm
 
-from common import markdown, op_runners, reference, save, times_pair
+from common import check_op_equal, markdown, op_runners, reference, save, times_pair
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repo root, for autograder.hidden_tests
 from autograder.hidden_tests.a5_segmentation import support  # noqa: E402
@@ -326,18 +326,7 @@ def op_part(sol, device: torch.device) -> tuple[list[dict], str]:
     rows, table = [], []
     threads = torch.get_num_threads()
     for op, workload, ours, theirs, inputs in tqdm(op_workloads(sol, device), desc=f"ops on {device.type}", leave=False):
-        # same arguments, same outputs and gradients
-        leaves_a = [t.clone().requires_grad_() for t in inputs]
-        leaves_b = [t.clone().requires_grad_() for t in inputs]
-        out_a, out_b = ours(*leaves_a), theirs(*leaves_b)
-        assert out_a.shape == out_b.shape and out_a.dtype == out_b.dtype, (op, workload, out_a.shape, out_b.shape)
-        grad_out = torch.randn(out_b.shape, generator=torch.Generator().manual_seed(1)).to(device)
-        out_a.backward(grad_out), out_b.backward(grad_out)
-        out_diff = float((out_a - out_b).abs().max())
-        grad_diff = max(float((a.grad - b.grad).abs().max() / b.grad.abs().max().clamp(min=1e-30)) for a, b in zip(leaves_a, leaves_b))
-        assert torch.allclose(out_a, out_b, rtol=1e-4, atol=1e-5 * float(out_b.abs().max())), f"{op} ({workload}): outputs differ by {out_diff}"
-        for a, b in zip(leaves_a, leaves_b):
-            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5 * float(b.grad.abs().max())), f"{op} ({workload}): gradients differ"
+        grad_out, out_diff, grad_diff = check_op_equal(op, workload, ours, theirs, inputs)  # same arguments, same outputs and gradients
 
         for mode, make in op_runners(inputs, grad_out).items():
             ta, tb = times_pair(make(ours), make(theirs), REPEATS, sync=lambda: _sync(device))

@@ -43,6 +43,25 @@ def timeit_pair(a, b, repeat: int = 7) -> tuple[float, float]:
     return min(ta), min(tb)
 
 
+def check_op_equal(op: str, workload: str, ours, theirs, inputs) -> tuple:
+    """Assert that ``ours(*inputs)`` and ``theirs(*inputs)`` agree in output and input gradients (rtol 1e-4, atol 1e-5 x
+    the largest magnitude) for a fixed random output gradient; (that gradient, max |output difference|, max |gradient
+    difference| relative to the largest gradient)."""
+    import torch
+
+    leaves_a = [t.clone().requires_grad_() for t in inputs]
+    leaves_b = [t.clone().requires_grad_() for t in inputs]
+    out_a, out_b = ours(*leaves_a), theirs(*leaves_b)
+    assert out_a.shape == out_b.shape and out_a.dtype == out_b.dtype, (op, workload, out_a.shape, out_b.shape)
+    grad_out = torch.randn(out_b.shape, generator=torch.Generator().manual_seed(1)).to(out_b.device)
+    out_a.backward(grad_out), out_b.backward(grad_out)
+    for what, a, b in [("output", out_a.detach(), out_b.detach())] + [("gradient", a.grad, b.grad) for a, b in zip(leaves_a, leaves_b)]:
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), f"{op} ({workload}): {what}s differ by {float((a - b).abs().max()):.2e}"
+    out_diff = float((out_a - out_b).abs().max())
+    grad_diff = max(float((a.grad - b.grad).abs().max() / b.grad.abs().max().clamp(min=1e-30)) for a, b in zip(leaves_a, leaves_b))
+    return grad_out, out_diff, grad_diff
+
+
 def op_runners(inputs: list, grad_out):
     """{mode: make(fn) -> a call of ``fn(*inputs)``}: "forward" without autograd, "forward + backward" from fresh
     leaves with ``grad_out``."""
