@@ -25,6 +25,10 @@ from autograder.feedback_figures import figures_of
 from autograder.results import Results, TestResult
 from autograder.secret import course_secret
 
+# The trusted process's own tensor work (rendering the evaluation and training data, running a5's box part, scoring) is
+# small ops on one thread: the worker has its own threads, two OpenMP threads beside a busy core made the rendering
+# 15x slower, and one thread makes scores independent of the grading machine's core count.
+TRUSTED_THREADS = 1
 FEEDBACK_LIMIT = 1500
 
 
@@ -211,8 +215,11 @@ def worker_limits(a: assignments.Assignment, base: sandbox.Limits | None = None)
 def grade(assignment_id: str, submission: str | Path, limits: sandbox.Limits | None = None, parts: Iterable[str] | None = None,
           skip: Iterable[str] = ()) -> Results:
     """Grade one submission file (all parts, or only ``parts``; the tests named in ``skip`` left out); never raises for
-    anything the submission does."""
+    anything the submission does. Sets this process's torch threads to ``TRUSTED_THREADS``."""
+    import torch
+
     started = time.monotonic()
+    torch.set_num_threads(TRUSTED_THREADS)
     a = assignments.get(assignment_id)
     parts = None if parts is None else list(parts)
     # Fail closed before anything of the submission is read: no sandbox that protects the grader, or no course secret

@@ -23,6 +23,15 @@ LONGEST_FIRST = ("test_notebooks_execute.py", "test_grading_assignments.py", "te
                  "test_grading_a3.py", "test_grading_a4.py", "test_publish.py", "test_feedback_figures.py", "test_grading_a2.py")
 
 
+def pytest_configure(config):
+    """Under `pytest -n 2` each test process computes on one torch thread: two processes of two OpenMP threads on two
+    cores wait for each other's busy core (small ops ran 15x slower that way)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
