@@ -76,3 +76,21 @@ def test_manifest_support_modules_load_and_resolve_every_global(assignment_id, w
             stack.extend(scope.get_children())
             missing |= {s.get_name() for s in scope.get_symbols() if s.is_global() and s.is_referenced() and s.get_name() not in module_globals}
         assert not missing, f"{name} uses {sorted(missing)}, defined by no module loaded before it"
+
+
+def test_training_sets_are_rendered_once_and_handed_out_as_copies():
+    """counterfactual.training_set renders a set once per process (same secret-derived seed, same images) and gives
+    each caller its own copies: a caller that changes them changes nobody else's."""
+    import torch
+
+    from autograder.hidden_tests.kit import counterfactual
+
+    first = counterfactual.training_set("kit-test/cache", 6, 64, min_objects=1, max_objects=2)
+    first[0].zero_()
+    first[1][0]["boxes"].fill_(-1.0)
+    again = counterfactual.training_set("kit-test/cache", 6, 64, min_objects=1, max_objects=2)
+    assert counterfactual._rendered.cache_info().hits >= 1
+    assert again[0].dtype == torch.uint8 and again[0].shape == (6, 3, 64, 64) and again[0].any()
+    assert set(again[1][0]) == {"boxes", "labels"} and bool((again[1][0]["boxes"] >= 0).all())
+    other = counterfactual.training_set("kit-test/another", 6, 64, min_objects=1, max_objects=2)
+    assert not torch.equal(other[0], again[0])

@@ -16,6 +16,7 @@ and another submission another one: guessing it succeeds for 1 submission in 5.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
@@ -52,8 +53,15 @@ def renamed(targets: list[dict], lut: torch.Tensor) -> list[dict]:
 
 def training_set(set_name: str, n_images: int, image_size: int = 128, keys=("boxes", "labels"), **shapes):
     """(images Tensor[N, 3, H, W] uint8, targets holding only ``keys``): the training data of a trained test, rendered
-    here from a seed derived from the course secret (the worker cannot render it itself, nor its true labels)."""
-    data = ShapesDataset(n_images, image_size, seed=evaluation_seed(f"{set_name}/training"), **shapes)
+    here from a seed derived from the course secret (the worker cannot render it itself, nor its true labels). A process
+    that grades many submissions renders each set once (the last two are kept); callers get copies."""
+    images, targets = _rendered(evaluation_seed(f"{set_name}/training"), n_images, image_size, tuple(keys), tuple(sorted(shapes.items())))
+    return images.clone(), [{k: v.clone() for k, v in t.items()} for t in targets]
+
+
+@functools.lru_cache(maxsize=2)
+def _rendered(seed: int, n_images: int, image_size: int, keys: tuple[str, ...], shapes: tuple) -> tuple[torch.Tensor, list[dict]]:
+    data = ShapesDataset(n_images, image_size, seed=seed, **dict(shapes))
     images, targets = [], []
     for i in range(n_images):
         image, target = data[i]
