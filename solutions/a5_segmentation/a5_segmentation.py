@@ -881,7 +881,8 @@ plt.show()
 # ### Mask R-CNN with your mask branch, trained
 #
 # The next cell (given, not graded) builds torchvision's `MaskRCNN` on the small backbone of Assignments 3–4
-# (with torchvision's FPN, 64 channels) and its RPN and box head, with `MaskHead(64, 4, hidden_channels=64,
+# (with torchvision's FPN, 64 channels) and its RPN and box head (32 sampled proposals per image, up to half of
+# them positive: the positive ones are those your mask branch trains on), with `MaskHead(64, 4, hidden_channels=64,
 # num_convs=2)` as the **whole** mask branch (`mask_predictor` is the identity). Inside
 # `with your_mask_functions():` torchvision's Mask R-CNN calls **your** `maskrcnn_loss` in training and
 # your `paste_masks_in_image` at inference (it swaps the two module-level functions it normally uses, and
@@ -889,7 +890,7 @@ plt.show()
 #
 # **The grader trains it** (19 of the 35 points) with the recipe below — AdamW (weight decay $10^{-4}$),
 # one-cycle learning rate up to $2 \cdot 10^{-3}$, 300 steps of 8 rendered 128×128 images with 1–3 objects,
-# on one CPU thread (the reference: about 0.3 s per step, 300 steps ≈ 90 s on one thread of a 2-core machine;
+# on one CPU thread (the reference: about 0.27 s per step, 300 steps ≈ 80 s on one thread of a 2-core machine;
 # yours must finish within 240 s). Then, in its own process, it runs the trained box part on 48 new images it
 # generated itself, gives your trained `MaskHead` (in eval mode) only the RoI features `[K, 64, 14, 14]` of the
 # detections, takes each detection's class channel of your logits, pastes it with torchvision's
@@ -949,7 +950,7 @@ def build_mask_rcnn(num_classes=len(CLASSES)):
                     rpn_anchor_generator=AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3),
                     rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
                     box_roi_pool=MultiScaleRoIAlign(levels, 7, 1), box_head=TwoMLPHead(64 * 49, 256),
-                    box_predictor=FastRCNNPredictor(256, num_classes), box_batch_size_per_image=64, box_detections_per_img=10,
+                    box_predictor=FastRCNNPredictor(256, num_classes), box_batch_size_per_image=32, box_positive_fraction=0.5, box_detections_per_img=10,
                     mask_roi_pool=MultiScaleRoIAlign(levels, 14, 1), mask_head=MaskHead(64, num_classes, hidden_channels=64, num_convs=2),
                     mask_predictor=nn.Identity())
 

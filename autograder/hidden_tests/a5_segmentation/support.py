@@ -86,7 +86,7 @@ def build_mask_rcnn(mask_head, num_classes=4):
                     rpn_anchor_generator=AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3),
                     rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
                     box_roi_pool=MultiScaleRoIAlign(levels, 7, 1), box_head=TwoMLPHead(FPN_CHANNELS * 49, 256),
-                    box_predictor=FastRCNNPredictor(256, num_classes), box_batch_size_per_image=64, box_detections_per_img=10,
+                    box_predictor=FastRCNNPredictor(256, num_classes), box_batch_size_per_image=32, box_positive_fraction=0.5, box_detections_per_img=10,
                     mask_roi_pool=MultiScaleRoIAlign(levels, 14, 1), mask_head=mask_head, mask_predictor=nn.Identity())
 
 
