@@ -27,6 +27,23 @@ def test_not_json_gives_zero_with_reason(grade, tmp_path):
     _assert_zero(grade(bad), "not valid JSON")
 
 
+def test_grading_computes_on_the_trusted_threads(grade, tmp_path):
+    """The trusted process's torch work runs on runner.TRUSTED_THREADS threads, whatever the caller had set."""
+    import torch
+
+    from autograder.runner import TRUSTED_THREADS
+
+    bad = tmp_path / "broken.ipynb"
+    bad.write_bytes(b"not a notebook")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(TRUSTED_THREADS + 1)
+        grade(bad)
+        assert torch.get_num_threads() == TRUSTED_THREADS
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_nbformat_3_gives_zero_with_reason(grade, tmp_path):
     old = tmp_path / "old.ipynb"
     old.write_text(json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": []}]}))
