@@ -11,7 +11,7 @@
    ``torchvision.models.detection.FasterRCNN`` built on the same backbone (``SmallBackbone`` +
    ``torchvision.ops.FeaturePyramidNetwork``, 64 channels), ``AnchorGenerator`` with the solution's
    sizes and ratios per level, ``MultiScaleRoIAlign`` 7x7 ``sampling_ratio=1`` (with
-   ``canonical_scale=32, canonical_level=3``, which maps a box to the same FPN level as the solution's
+   ``canonical_scale=64, canonical_level=3``, which maps a box to the same FPN level as the solution's
    ``multilevel_roi_align``), ``TwoMLPHead(64*49, 256)`` + ``FastRCNNPredictor(256, 4)``, RPN
    pre/post-NMS top-n 500/200 (train and test), 64 sampled boxes per image, and a transform that
    neither resizes (``min_size = max_size = 128``) nor normalizes differently ((x - 0.5) / 0.25).
@@ -134,7 +134,7 @@ def torchvision_model(sol) -> nn.Module:
         min_size=IMAGE_SIZE, max_size=IMAGE_SIZE, image_mean=[0.5] * 3, image_std=[0.25] * 3,
         rpn_anchor_generator=AnchorGenerator(sizes=SIZES, aspect_ratios=RATIOS),
         rpn_pre_nms_top_n_train=500, rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_train=200, rpn_post_nms_top_n_test=200,
-        box_roi_pool=tv.MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1, canonical_scale=32, canonical_level=3),
+        box_roi_pool=tv.MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1, canonical_scale=64, canonical_level=3),
         box_head=TwoMLPHead(64 * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, len(CLASSES)),
         box_batch_size_per_image=64,
     )

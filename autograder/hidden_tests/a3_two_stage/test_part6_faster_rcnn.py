@@ -31,19 +31,24 @@ def test_eval_mode_returns_detections(student):
 # matches an evaluation image (and with it the ground truth).
 EVAL_SET, EVAL_IMAGES = "a3_two_stage/faster_rcnn", 64  # its seed: evaluation_seed(EVAL_SET), from the course secret
 EVAL_SHAPES = dict(min_objects=1, max_objects=3)  # as in training
-STEPS = 300
-AP50_BAR, MIN_DROP = 0.45, 0.2
+# Learning rate 4e-3: with 2e-3 (and RoIs of 32-56 px read on the stride-8 map) the reference's classifier lagged, AP50
+# 0.62-0.71 over five course secrets / renamings (class-agnostic AP50 0.87-0.94); now 0.73-0.85 over nine (mean 0.79).
+STEPS, LR = 300, 4e-3
+# The bar: well below the reference's worst (0.73 of nine, about its mean minus 3 standard deviations of 0.045) and
+# above what a model that learns nothing reaches against the renamed classes: a perfect hand-written detector of the
+# true classes that hedges every box over the three labels (true one first) scores 0.33-0.62 AP50.
+AP50_BAR, MIN_DROP = 0.65, 0.2
 
 
 @pytest.fixture(scope="module")
 def trained(student):
     """Train the student's FasterRCNN once (grader recipe, in the worker); AP50 here of the trained model and of
     the same model with its weights shuffled, and the picture of its detections."""
-    return trained_ap50(student, "FasterRCNN", set_name=EVAL_SET, steps=STEPS, lr=2e-3, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
+    return trained_ap50(student, "FasterRCNN", set_name=EVAL_SET, steps=STEPS, lr=LR, eval_seed=evaluation_seed(EVAL_SET), eval_images=EVAL_IMAGES, shapes=EVAL_SHAPES)
 
 
 @pytest.mark.part("faster_rcnn")
 @pytest.mark.points(12)
 def test_trained_detector_reaches_ap50(trained, record_property):
-    """trained by the grader's recipe (300 AdamW steps, 12 shapes images of 128x128 per step): COCO AP50 >= 0.45 on 64 new images, learned"""
+    """trained by the grader's recipe (300 AdamW steps, 12 shapes images of 128x128 per step): COCO AP50 >= 0.65 on 64 new images, learned"""
     judge(record_property, trained.scores, trained.figure, metric="COCO AP50", bar=AP50_BAR, min_drop=MIN_DROP, n_images=EVAL_IMAGES, what="detector")
