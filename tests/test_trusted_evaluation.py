@@ -199,6 +199,19 @@ A3_TAGGED_ORACLE = A3_ORACLE.replace(
 assert A3_TAGGED_ORACLE.count("tag") == 3  # the three replacements took
 
 
+# The tagged oracle hedging over the classes: every true box offered under all three labels, the true label scored
+# highest. Against the renamed classes it reaches AP50 0.33-0.63 (by the renaming) without learning anything, above
+# a4's bar for some; against the true classes about 1, so the check that the classes follow the renaming stops it.
+A3_HEDGING_ORACLE = A3_TAGGED_ORACLE.replace(
+    '            out.append({"boxes": t["boxes"].clone(), "scores": torch.ones(len(t["boxes"])), "labels": t["labels"].clone()})\n',
+    '            hedged = torch.stack([t["labels"], t["labels"] % 3 + 1, (t["labels"] + 1) % 3 + 1], dim=1).flatten()\n'
+    '            out.append({"boxes": t["boxes"].repeat_interleave(3, 0), "scores": torch.tensor([0.9, 0.6, 0.3]).repeat(len(t["boxes"])), "labels": hedged})\n')
+assert A3_HEDGING_ORACLE.count("hedged") == 2  # the replacement took
+# what stops each: the bar ("AP50 is ... need") or the renaming check ("true classes")
+STOPPED_BY = {"blind": ("AP50 is",), "ignores its weights": ("AP50 is",), "recognises its weights": ("AP50 is",),
+              "hedges over the classes": ("AP50 is", "true classes")}
+
+
 def faster_rcnn_cell(model_code: str) -> str:
     from conftest import cell_by_id
 
@@ -207,25 +220,27 @@ def faster_rcnn_cell(model_code: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model_code", [("blind", A3_BLIND), ("ignores its weights", A3_ORACLE), ("recognises its weights", A3_TAGGED_ORACLE)])
+@pytest.mark.parametrize("name,model_code", [("blind", A3_BLIND), ("ignores its weights", A3_ORACLE), ("recognises its weights", A3_TAGGED_ORACLE),
+                                             ("hedges over the classes", A3_HEDGING_ORACLE)])
 def test_hostile_detectors_score_zero_on_the_a3_trained_test(grade, name, model_code):
     results = grade(with_cells(solution_nb(A3), {"faster_rcnn": faster_rcnn_cell(model_code)}), A3, parts=["faster_rcnn"])
     score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
     assert score == 0, (name, output)
-    assert "AP50 is" in output, (name, output)  # the oracles answer the true classes; the grader trained renamed ones
+    assert any(w in output for w in STOPPED_BY[name]), (name, output)  # the oracles answer the true classes; the grader trained renamed ones
 
 
 # a4: the same attacks on the FCOS trained test (its own evaluation seed, three losses).
 A4 = "a4_one_stage"
 A4_BLIND = A3_BLIND.replace("FasterRCNN", "FCOS").replace(
     '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
-A4_ORACLE, A4_TAGGED_ORACLE = (code.replace("FasterRCNN", "FCOS").replace(f"seed={A3_EVAL_SEED}", f"seed={A4_EVAL_SEED}").replace(
+A4_ORACLE, A4_TAGGED_ORACLE, A4_HEDGING_ORACLE = (code.replace("FasterRCNN", "FCOS").replace(f"seed={A3_EVAL_SEED}", f"seed={A4_EVAL_SEED}").replace(
     '{"loss_objectness": loss, "loss_rpn_box_reg": loss, "loss_classifier": loss, "loss_box_reg": loss}', '{"loss_cls": loss, "loss_box": loss, "loss_ctr": loss}')
-    for code in (A3_ORACLE, A3_TAGGED_ORACLE))
+    for code in (A3_ORACLE, A3_TAGGED_ORACLE, A3_HEDGING_ORACLE))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model_code", [("blind", A4_BLIND), ("ignores its weights", A4_ORACLE), ("recognises its weights", A4_TAGGED_ORACLE)])
+@pytest.mark.parametrize("name,model_code", [("blind", A4_BLIND), ("ignores its weights", A4_ORACLE), ("recognises its weights", A4_TAGGED_ORACLE),
+                                             ("hedges over the classes", A4_HEDGING_ORACLE)])
 def test_hostile_detectors_score_zero_on_the_a4_trained_test(grade, name, model_code):
     from conftest import cell_by_id
 
@@ -235,7 +250,7 @@ def test_hostile_detectors_score_zero_on_the_a4_trained_test(grade, name, model_
     results = grade(with_cells(solution_nb(A4), {"fcos": cell}), A4, parts=["fcos"])
     score, output = next((t.score, t.output) for t in results.tests if t.name.startswith(A3_TRAINED))
     assert score == 0, (name, output)
-    assert "AP50 is" in output, (name, output)  # the oracles answer the true classes; the grader trained renamed ones
+    assert any(w in output for w in STOPPED_BY[name]), (name, output)
 
 
 # a5's FCN: the same oracle for semantic maps (the evaluation image's true class map as logits), with a weight tag.

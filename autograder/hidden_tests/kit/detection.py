@@ -109,12 +109,13 @@ def trained_ap50(student, model_class: str, *, set_name: str, steps: int, lr: fl
     """Train ``student.<model_class>`` by the recipe in the worker on training data rendered here whose classes are
     renamed by a secret permutation (``counterfactual``); AP50 against the same renaming of the trained model, of the
     same model with its weights shuffled, and with its weights before training, on ``eval_images`` images rendered here
-    with a seed the worker never sees; and the picture of the trained model on the ``kit.pictures`` images (sent after
-    the evaluation images in the same call, not scored)."""
+    with a seed the worker never sees; the trained model's AP50 against the true classes (``judge`` compares the two);
+    and the picture of the trained model on the ``kit.pictures`` images (sent after the evaluation images in the same
+    call, not scored)."""
     shapes = shapes or dict(min_objects=1, max_objects=3)
     lut = counterfactual.renaming(set_name, student.submission_digest)
-    images, targets = evaluation_set(eval_seed, eval_images, image_size, **shapes)
-    targets = counterfactual.renamed(targets, lut)
+    images, true_targets = evaluation_set(eval_seed, eval_images, image_size, **shapes)
+    targets = counterfactual.renamed(true_targets, lut)
     picture_images, picture_targets = picture_set(set_name, image_size, **shapes)
     train_images, train_targets = counterfactual.training_set(set_name, TRAINING_IMAGES, image_size, **shapes)
     if not isinstance(student.helper("train_detector").get(), RemoteObject):
@@ -129,7 +130,8 @@ def trained_ap50(student, model_class: str, *, set_name: str, steps: int, lr: fl
                             trained, initial, shuffles=1)
     (trained, pictures), (shuffled, _), (initial, _) = (split_reply(r, eval_images, "detection dicts") for r in (replies[0], *replies[1], replies[2]))
     scores = tuple(coco_reference(detections_ok(r, eval_images), targets)["AP50"] for r in (trained, shuffled, initial))
+    true_classes = coco_reference(detections_ok(trained, eval_images), true_targets)["AP50"]
     figure = detection_picture(picture_images, [{k: t[k] for k in ("boxes", "labels")} for t in counterfactual.renamed(picture_targets, lut)],
                                pictures, lut, "your trained detector")
-    return Trained(scores, figure)
+    return Trained(scores, figure, true_classes)
 

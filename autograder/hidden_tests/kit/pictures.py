@@ -24,10 +24,12 @@ RENAMED = ("The grader trained your model with the class ids renamed by a secret
 
 
 class Trained(NamedTuple):
-    """A trained test's result: (trained, shuffled-weights control, initial-weights control) scores and its picture."""
+    """A trained test's result: (trained, shuffled-weights control, initial-weights control) scores and its picture;
+    where the classes were renamed, also the trained model's score against the true (not renamed) classes."""
 
     scores: tuple[float, float, float]
     figure: FeedbackFigure | None
+    true_classes: float | None = None
 
 
 def picture_set(set_name: str, image_size: int | tuple[int, int] = 128, **shapes) -> tuple[torch.Tensor, list[dict]]:
