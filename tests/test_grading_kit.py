@@ -94,3 +94,19 @@ def test_training_sets_are_rendered_once_and_handed_out_as_copies():
     assert set(again[1][0]) == {"boxes", "labels"} and bool((again[1][0]["boxes"] >= 0).all())
     other = counterfactual.training_set("kit-test/another", 6, 64, min_objects=1, max_objects=2)
     assert not torch.equal(other[0], again[0])
+
+
+def test_judge_checks_that_renamed_classes_are_followed():
+    """With the score against the true classes given, judge fails a model that matches them about as well as (or
+    better than) the renamed classes it was trained on, even above the bar and the controls, and says both numbers;
+    a model that follows the renaming passes, and the feedback shows both scores."""
+    from autograder.hidden_tests.kit.controls import RENAMED_MARGIN, judge
+    from autograder.testing import GradingFailure
+
+    recorded = []
+    args = dict(metric="COCO AP50", bar=0.6, min_drop=0.2, n_images=64, what="detector")
+    judge(lambda k, v: recorded.append((k, v)), (0.8, 0.1, 0.0), None, true_classes=0.75 - RENAMED_MARGIN, **args)
+    assert "against the true classes 0.550" in dict(recorded)["feedback"]
+    with pytest.raises(GradingFailure, match=r"0\.605 against the renamed classes .* but 1\.000 against the shapes' true classes"):
+        judge(lambda k, v: None, (0.605, 0.0, 0.0), None, true_classes=1.0, **args)
+    judge(lambda k, v: None, (0.605, 0.0, 0.0), None, **args)  # without a true-class score: the bar and controls only

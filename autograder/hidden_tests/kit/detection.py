@@ -129,8 +129,9 @@ def trained_ap50(student, model_class: str, *, set_name: str, steps: int, lr: fl
     replies = with_controls(lambda states: student.call_helper("detect_with_states", model, sent, states, timeout=120).value,
                             trained, initial, shuffles=1)
     (trained, pictures), (shuffled, _), (initial, _) = (split_reply(r, eval_images, "detection dicts") for r in (replies[0], *replies[1], replies[2]))
-    scores = tuple(coco_reference(detections_ok(r, eval_images), targets)["AP50"] for r in (trained, shuffled, initial))
-    true_classes = coco_reference(detections_ok(trained, eval_images), true_targets)["AP50"]
+    checked = [detections_ok(r, eval_images) for r in (trained, shuffled, initial)]
+    scores = tuple(coco_reference(detections, targets)["AP50"] for detections in checked)
+    true_classes = coco_reference(checked[0], true_targets)["AP50"]
     figure = detection_picture(picture_images, [{k: t[k] for k in ("boxes", "labels")} for t in counterfactual.renamed(picture_targets, lut)],
                                pictures, lut, "your trained detector")
     return Trained(scores, figure, true_classes)
